@@ -1,0 +1,39 @@
+//! # ember-runtime
+//!
+//! The training half of an on-device ML runtime, on top of [Burn](burn): what
+//! Burn does not provide for PyTorch-faithful fine-tuning on small machines.
+//!
+//! * [`clip`]: global-norm gradient clipping with `torch.nn.utils.clip_grad_norm_`
+//!   semantics (L2, L∞ and any p-norm; the total norm is returned, non-finite
+//!   norms are reported).
+//! * [`diagnostics`]: per-parameter gradient and weight norms by parameter path,
+//!   the global norm, and a configurable large-gradient warning.
+//! * [`schedule`]: learning-rate schedules that need no `std` (constant, step,
+//!   linear warm-up, cosine annealing, warm-up + cosine), equal to PyTorch's.
+//! * [`optim`]: Burn's optimizers configured with PyTorch's defaults, and the
+//!   documented differences.
+//! * [`loss`]: MSE, BCE-with-logits with float targets, cross-entropy.
+//! * [`params`]: walking a module's parameters by path.
+//!
+//! The crate is `#![no_std]` with `alloc`; the `std` feature (on by default)
+//! only adds conveniences (Burn's `LrScheduler` adapter, `std::error::Error`
+//! comes for free from `core::error::Error`).
+#![no_std]
+#![deny(unsafe_code)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod clip;
+pub mod diagnostics;
+pub mod loss;
+mod error;
+pub mod optim;
+pub mod params;
+pub mod schedule;
+
+pub use error::Error;
+
+/// Re-export of the Burn version Ember is built on.
+pub use burn;

@@ -1,0 +1,113 @@
+//! Walking a module's float parameters by path.
+//!
+//! Paths are the field names Burn's `#[derive(Module)]` produces, joined by
+//! `.` (`encoder.layer.0.attention.self.query.weight`): the same keys Burn's
+//! records and `burn-store` use, and for Ember's models the same keys PyTorch's
+//! `state_dict()` uses.
+
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+
+/// One float parameter of a module.
+#[derive(Debug, Clone)]
+pub struct ParamEntry {
+    /// Dotted path of the parameter inside the module.
+    pub path: String,
+    /// Burn's identifier of the parameter (the key of its gradient).
+    pub id: ParamId,
+    /// Shape of the parameter.
+    pub shape: Vec<usize>,
+    /// Value, flattened to one dimension and detached from any graph.
+    pub value: Tensor<1>,
+    /// Gradient, flattened, when one was found.
+    pub grad: Option<Tensor<1>>,
+}
+
+impl ParamEntry {
+    /// Number of scalars in the parameter.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// Path-tracking visitor shared by the walkers of this crate.
+#[derive(Default)]
+pub(crate) struct PathTracker {
+    stack: Vec<String>,
+}
+
+impl PathTracker {
+    pub(crate) fn enter(&mut self, name: &str) {
+        self.stack.push(name.to_string());
+    }
+    pub(crate) fn exit(&mut self) {
+        self.stack.pop();
+    }
+    pub(crate) fn path(&self) -> String {
+        self.stack.join(".")
+    }
+}
+
+struct Collect<'a> {
+    tracker: PathTracker,
+    grads: Option<&'a GradientsParams>,
+    out: Vec<ParamEntry>,
+}
+
+fn flat<const D: usize>(tensor: Tensor<D>) -> Tensor<1> {
+    let numel = tensor.shape().num_elements();
+    tensor.reshape([numel])
+}
+
+impl ModuleVisitor for Collect<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.tracker.enter(name);
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.tracker.exit();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let value = param.val().detach();
+        let shape = value.shape().dims::<D>().to_vec();
+        let grad = self.grads.and_then(|g| g.get::<D>(param.id)).map(flat);
+        self.out.push(ParamEntry { path: self.tracker.path(), id: param.id, shape, value: flat(value), grad });
+    }
+}
+
+/// Every float parameter of `module`, in declaration order, with its gradient
+/// from `grads` when given.
+///
+/// ```
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::Device;
+/// use ember_runtime::params::parameters;
+///
+/// let linear = LinearConfig::new(3, 2).init(&Device::flex());
+/// let paths: Vec<_> = parameters(&linear, None).into_iter().map(|p| p.path).collect();
+/// assert_eq!(paths, ["weight", "bias"]);
+/// ```
+pub fn parameters<M: Module>(module: &M, grads: Option<&GradientsParams>) -> Vec<ParamEntry> {
+    let mut visitor = Collect { tracker: PathTracker::default(), grads, out: Vec::new() };
+    module.visit(&mut visitor);
+    visitor.out
+}
+
+/// Multiplies every gradient of `module` found in `grads` by `factor`, in place.
+pub fn scale_grads<M: Module>(module: &M, grads: &mut GradientsParams, factor: f64) {
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        factor: f64,
+    }
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(grad) = self.grads.remove::<D>(param.id) {
+                self.grads.register::<D>(param.id, grad.mul_scalar(self.factor));
+            }
+        }
+    }
+    module.visit(&mut Scale { grads, factor });
+}
