@@ -1,0 +1,48 @@
+//! A `#![no_std]` `#![no_main]` canary that links `ember-runtime` and Burn's
+//! flex backend with autodiff and optimizers, and runs one clipped AdamW step
+//! under a cosine schedule. It only has to *build* for a bare-metal target
+//! (`thumbv7em-none-eabihf`): if anything in the dependency tree needed `std`,
+//! the build would fail. `tools/nostd-check.sh` builds it.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod heap;
+
+use alloc::vec;
+
+use burn::module::Module;
+use burn::nn::LinearConfig;
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Tensor, TensorData};
+use ember_runtime::clip::GlobalNormClip;
+use ember_runtime::loss::mse;
+use ember_runtime::optim;
+use ember_runtime::schedule::{Cosine, Schedule};
+
+/// Entry point (the linker's default `_start`): one training step, kept
+/// alive with `black_box` so that nothing is optimised or linked away.
+#[unsafe(no_mangle)]
+pub extern "C" fn _start() -> ! {
+    core::hint::black_box(train_step());
+    loop {}
+}
+
+fn train_step() -> u32 {
+    let device = Device::flex().autodiff();
+    let model = LinearConfig::new(4, 1).init(&device);
+    let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 8], [2, 4]), &device);
+    let y = Tensor::<2>::zeros([2, 1], &device);
+    let loss = mse(model.forward(x), y);
+    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    let norm = GlobalNormClip::new(1.0).clip(&model, &mut grads).unwrap_or(f64::NAN);
+    let lr = Cosine::new(1e-3, 10).lr(1);
+    let model = optim::adamw(0.01).init().step(lr, model, grads);
+    (norm as f32).to_bits() ^ (model.num_params() as u32)
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
