@@ -84,3 +84,19 @@ impl Mlp {
         Some(format!("{}.{}", index * stride, name))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn torch_keys_follow_sequential_indices() {
+        let device = Device::flex();
+        let plain = MlpConfig::new(alloc::vec![4, 8, 8, 1]).init(&device);
+        assert_eq!(plain.torch_key("layers.0.weight").as_deref(), Some("0.weight"));
+        assert_eq!(plain.torch_key("layers.2.bias").as_deref(), Some("4.bias"));
+        assert_eq!(plain.torch_key("dropout.prob"), None);
+        let dropout = MlpConfig::new(alloc::vec![4, 8, 1]).with_dropout(0.1).init(&device);
+        assert_eq!(dropout.torch_key("layers.1.weight").as_deref(), Some("3.weight"));
+    }
+}

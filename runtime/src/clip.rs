@@ -167,3 +167,33 @@ pub fn tensor_is_finite(tensor: Tensor<1>) -> bool {
     // x - x is 0 for finite x and NaN for ±inf and NaN; the sum is then NaN.
     tensor.clone().sub(tensor).sum().into_scalar::<f32>() == 0.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::nn::LinearConfig;
+    use burn::tensor::Device;
+
+    #[test]
+    fn no_gradients_give_a_zero_norm() {
+        let model = LinearConfig::new(2, 2).init(&Device::flex().autodiff());
+        let mut grads = GradientsParams::new();
+        assert_eq!(GlobalNormClip::new(1.0).clip(&model, &mut grads), Ok(0.0));
+    }
+
+    #[test]
+    fn invalid_arguments_are_errors() {
+        let model = LinearConfig::new(2, 2).init(&Device::flex().autodiff());
+        let mut grads = GradientsParams::new();
+        assert!(matches!(GlobalNormClip::new(-1.0).clip(&model, &mut grads), Err(Error::InvalidArgument { .. })));
+        let p_half = GlobalNormClip::new(1.0).with_norm_type(NormType::P(0.5));
+        assert!(matches!(p_half.clip(&model, &mut grads), Err(Error::InvalidArgument { .. })));
+    }
+
+    #[test]
+    fn norm_type_round_trips_torch_values() {
+        for p in [1.0, 2.0, 3.0, f64::INFINITY] {
+            assert_eq!(NormType::from_f64(p).as_f64(), p);
+        }
+    }
+}

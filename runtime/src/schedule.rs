@@ -260,3 +260,35 @@ impl<S: Schedule + Clone + Send + Sync + 'static> burn::optim::lr_scheduler::LrS
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_counts_steps_and_resumes() {
+        let mut s = Cosine::new(1.0, 4).into_scheduler();
+        assert_eq!(s.current_lr(), 1.0);
+        s.step();
+        s.step();
+        assert!((s.current_lr() - 0.5).abs() < 1e-15);
+        let mut resumed = Cosine::new(1.0, 4).into_scheduler();
+        resumed.set_steps_taken(s.steps_taken());
+        assert_eq!(resumed.current_lr(), s.current_lr());
+    }
+
+    #[test]
+    fn degenerate_arguments_do_not_divide_by_zero() {
+        assert_eq!(StepDecay::new(1.0, 0, 0.5).lr(1), 0.5);
+        assert!(Cosine::new(1.0, 0).lr(3).is_finite());
+        assert_eq!(LinearWarmup::new(2.0, 0.1, 0).lr(0), 2.0);
+    }
+
+    #[test]
+    fn warmup_cosine_reaches_base_lr_at_the_milestone() {
+        let s = WarmupCosine::new(0.01, 0.0, 5, 20, 0.0);
+        assert_eq!(s.lr(0), 0.0);
+        assert!((s.lr(5) - 0.01).abs() < 1e-15);
+        assert!(s.lr(25).abs() < 1e-15);
+    }
+}
