@@ -8,6 +8,9 @@
 //! * [`simple_net`]: the seed's `SimpleNet` (`fc1`, `dropout`, `fc2`).
 //! * [`batchnorm`]: `BatchNorm1d` with PyTorch's running statistics (unbiased
 //!   running variance — Burn's own `BatchNorm` keeps the biased one).
+//! * [`bert`]: a BERT encoder with Hugging Face names, mean pooling, L2 norm.
+//! * [`sentence`] (std): a sentence encoder loaded from a local Hugging Face
+//!   directory (all-MiniLM-L6-v2 and other BERT sentence-transformers).
 //! * [`residual`]: residual MLP blocks (batch norm + skip connections).
 #![no_std]
 #![deny(unsafe_code)]
@@ -15,6 +18,15 @@
 extern crate alloc;
 
 pub mod batchnorm;
+pub mod bert;
+mod error;
 pub mod mlp;
 pub mod residual;
+#[cfg(feature = "std")]
+pub mod sentence;
 pub mod simple_net;
+
+pub use error::Error;
+
+#[cfg(feature = "std")]
+extern crate std;

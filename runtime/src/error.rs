@@ -1,4 +1,5 @@
 use alloc::string::String;
+use alloc::vec::Vec;
 use core::fmt;
 
 /// Everything that can go wrong in `ember-runtime`.
@@ -13,6 +14,32 @@ pub enum Error {
         total_norm: f64,
         /// Path of the first parameter with a non-finite gradient, if found.
         path: Option<String>,
+    },
+    /// A file could not be read or written.
+    Io {
+        /// The file.
+        path: String,
+        /// What the operating system said.
+        message: String,
+    },
+    /// A file is not valid safetensors (truncated, bad header, bad offsets,
+    /// unknown dtype, …).
+    Safetensors {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Tensors of a file do not fit a module. Every problem is listed.
+    Load {
+        /// The file.
+        path: String,
+        /// Module parameters the file has no tensor for.
+        missing: Vec<String>,
+        /// File tensors no module parameter matches.
+        unexpected: Vec<String>,
+        /// Tensors whose shape differs, with both shapes.
+        mismatched: Vec<String>,
     },
     /// An argument was out of its valid range.
     InvalidArgument {
@@ -32,6 +59,18 @@ impl fmt::Display for Error {
                 write!(f, "the total gradient norm is {total_norm}")
             }
             Error::InvalidArgument { message } => write!(f, "invalid argument: {message}"),
+            Error::Io { path, message } => write!(f, "{path}: {message}"),
+            Error::Safetensors { path, message } => write!(f, "{path}: not a valid safetensors file: {message}"),
+            Error::Load { path, missing, unexpected, mismatched } => {
+                write!(f, "{path}: tensors do not match the model")?;
+                let lists = [("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)];
+                for (what, list) in lists {
+                    if !list.is_empty() {
+                        write!(f, "\n  {what} ({}): {}", list.len(), list.join(", "))?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 }

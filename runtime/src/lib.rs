@@ -13,6 +13,8 @@
 //! * [`optim`]: Burn's optimizers configured with PyTorch's defaults, and the
 //!   documented differences.
 //! * [`loss`]: MSE, BCE-with-logits with float targets, cross-entropy.
+//! * [`io`] (std): safetensors in and out with PyTorch names and layouts,
+//!   strict loading that lists every problem, atomic writes.
 //! * [`params`]: walking a module's parameters by path.
 //!
 //! The crate is `#![no_std]` with `alloc`; the `std` feature (on by default)
@@ -29,6 +31,8 @@ pub mod clip;
 pub mod diagnostics;
 pub mod loss;
 mod error;
+#[cfg(feature = "std")]
+pub mod io;
 pub mod optim;
 pub mod params;
 pub mod schedule;

@@ -46,6 +46,14 @@ impl Fixture {
         (values, t.shape().to_vec())
     }
 
+    /// An I64 tensor's values.
+    pub fn ints(&self, key: &str) -> Vec<i64> {
+        let view = self.view();
+        let t = view.tensor(key).unwrap_or_else(|_| panic!("{}: no tensor `{key}`", self.name));
+        assert_eq!(t.dtype(), Dtype::I64, "{}: `{key}` is not I64", self.name);
+        t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+    }
+
     /// A float tensor as f32 values.
     pub fn f32s(&self, key: &str) -> Vec<f32> {
         self.values(key).0.into_iter().map(|v| v as f32).collect()

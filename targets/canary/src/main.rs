@@ -8,7 +8,7 @@
 
 extern crate alloc;
 
-mod heap;
+mod platform;
 
 use alloc::vec;
 
@@ -21,15 +21,8 @@ use ember_runtime::loss::mse;
 use ember_runtime::optim;
 use ember_runtime::schedule::{Cosine, Schedule};
 
-/// Entry point (the linker's default `_start`): one training step, kept
-/// alive with `black_box` so that nothing is optimised or linked away.
-#[unsafe(no_mangle)]
-pub extern "C" fn _start() -> ! {
-    core::hint::black_box(train_step());
-    loop {}
-}
-
-fn train_step() -> u32 {
+/// One training step; the entry point in [`platform`] calls it.
+pub fn train_step() -> u32 {
     let device = Device::flex().autodiff();
     let model = LinearConfig::new(4, 1).init(&device);
     let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 8], [2, 4]), &device);
@@ -40,9 +33,4 @@ fn train_step() -> u32 {
     let lr = Cosine::new(1e-3, 10).lr(1);
     let model = optim::adamw(0.01).init().step(lr, model, grads);
     (norm as f32).to_bits() ^ (model.num_params() as u32)
-}
-
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
 }

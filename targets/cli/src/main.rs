@@ -1,18 +1,148 @@
 //! The `ember` command-line tool.
 //!
-//! Its subcommands (`inspect`, `embed`, `finetune`, `bench`) are not written
-//! yet; until then it says so and points at what exists.
+//! * `ember inspect FILE.safetensors [--format json]` — every tensor's name,
+//!   dtype, shape and size, the header metadata and totals.
+//! * `ember embed --model DIR [--format json] [--batch-size N] TEXT...` —
+//!   sentence embeddings (`-` reads one text per line from stdin).
+//!
+//! Errors go to stderr as one clear message with a non-zero exit status.
 
-fn main() {
-    let version = env!("CARGO_PKG_VERSION");
-    if std::env::args().any(|a| a == "--version" || a == "-V") {
-        println!("ember {version}");
-        return;
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use burn::tensor::Device;
+use clap::{Parser, Subcommand, ValueEnum};
+use ember_models::sentence::SentenceEncoder;
+
+#[derive(Parser)]
+#[command(name = "ember", version, about = "Run and fine-tune small neural networks on the device.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, Default)]
+enum Format {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the tensors of a safetensors file.
+    Inspect {
+        /// The file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Embed sentences with a sentence-transformers model directory.
+    Embed {
+        /// Model directory (config.json, model.safetensors, tokenizer.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+        /// Texts per forward pass.
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Texts to embed; `-` reads one per line from stdin.
+        #[arg(required = true)]
+        texts: Vec<String>,
+    },
+}
+
+fn inspect(file: &PathBuf, format: Format) -> Result<String, String> {
+    let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| format!("{}: not a valid safetensors file: {e}", file.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut tensors: Vec<_> = st.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let total: usize = tensors.iter().map(|(_, t)| t.data().len()).sum();
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    Ok(match format {
+        Format::Json => {
+            let list: Vec<_> = tensors
+                .iter()
+                .map(|(name, t)| {
+                    serde_json::json!({"name": name, "dtype": format!("{:?}", t.dtype()), "shape": t.shape(), "bytes": t.data().len()})
+                })
+                .collect();
+            serde_json::json!({"tensors": list, "metadata": metadata, "total_bytes": total}).to_string()
+        }
+        Format::Text => {
+            let mut out = String::new();
+            let width = tensors.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
+            out.push_str(&format!("{:width$}  {:5}  {:>16}  {:>12}\n", "name", "dtype", "shape", "bytes"));
+            for (name, t) in &tensors {
+                out.push_str(&format!(
+                    "{name:width$}  {:5}  {:>16}  {:>12}\n",
+                    format!("{:?}", t.dtype()),
+                    format!("{:?}", t.shape()),
+                    t.data().len()
+                ));
+            }
+            for (k, v) in &metadata {
+                out.push_str(&format!("metadata {k} = {v}\n"));
+            }
+            out.push_str(&format!("{} tensors, {} bytes", tensors.len(), total));
+            out
+        }
+    })
+}
+
+fn embed(model: &PathBuf, format: Format, batch_size: usize, texts: Vec<String>) -> Result<String, String> {
+    let mut inputs = Vec::new();
+    for t in texts {
+        if t == "-" {
+            for line in std::io::stdin().lock().lines() {
+                inputs.push(line.map_err(|e| format!("stdin: {e}"))?);
+            }
+        } else {
+            inputs.push(t);
+        }
     }
-    eprintln!(
-        "ember {version}: no subcommands are available yet.\n\
-         The training core is usable as a library (crates ember-runtime, ember-models);\n\
-         see the examples: cargo run --release --example training_loop"
-    );
-    std::process::exit(2);
+    if batch_size == 0 {
+        return Err("--batch-size must be at least 1".into());
+    }
+    let encoder = SentenceEncoder::from_dir(model, &Device::flex()).map_err(|e| e.to_string())?;
+    let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+    let embeddings = encoder.encode(&refs, batch_size).map_err(|e| e.to_string())?;
+    Ok(match format {
+        Format::Json => serde_json::json!({"model": encoder.name(), "dim": encoder.dim(), "embeddings": embeddings}).to_string(),
+        Format::Text => embeddings
+            .iter()
+            .zip(&inputs)
+            .map(|(e, t)| {
+                let head: Vec<String> = e.iter().take(4).map(|v| format!("{v:.4}")).collect();
+                format!("{t:?}: [{}, …] ({} dims)", head.join(", "), e.len())
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect { file, format } => inspect(&file, format),
+        Command::Embed { model, format, batch_size, texts } => embed(&model, format, batch_size, texts),
+    };
+    match result {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`| head`) is not an error worth reporting.
+            let _ = writeln!(stdout, "{out}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("ember: {message}");
+            ExitCode::FAILURE
+        }
+    }
 }

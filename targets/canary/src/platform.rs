@@ -1,7 +1,9 @@
-//! The canary's global allocator: a bump allocator over a static arena.
+//! What a bare-metal binary must provide itself: the entry point, the panic
+//! handler and the global allocator (a bump allocator over a static arena,
+//! which never frees; the canary runs one step).
 //!
-//! This is the only `unsafe` code in the canary (a `GlobalAlloc` cannot be
-//! written without it). It never frees; the canary runs one step.
+//! This is the one audited module of the canary where `unsafe` is allowed: a
+//! `GlobalAlloc` and an unmangled entry symbol cannot be written without it.
 #![allow(unsafe_code)]
 
 use core::alloc::{GlobalAlloc, Layout};
@@ -42,3 +44,16 @@ unsafe impl GlobalAlloc for Bump {
 
 #[global_allocator]
 static HEAP: Bump = Bump { arena: UnsafeCell::new([0; ARENA]), next: AtomicUsize::new(0) };
+
+/// Entry point (the linker's default `_start`): one training step, kept alive
+/// with `black_box` so that nothing is optimised or linked away.
+#[unsafe(no_mangle)]
+pub extern "C" fn _start() -> ! {
+    core::hint::black_box(crate::train_step());
+    loop {}
+}
+
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}

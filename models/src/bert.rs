@@ -1,0 +1,230 @@
+//! A BERT encoder with Hugging Face's parameter names (`BertModel`), and the
+//! sentence-transformers head (mean pooling over the attention mask, then L2
+//! normalisation).
+//!
+//! Field names follow `transformers`' `BertModel` so that a Hugging Face
+//! `model.safetensors` loads by name. One name cannot be a Rust field:
+//! `attention.self` is `attention.self_attn` here; [`HF_REMAP`] maps it.
+#![allow(non_snake_case)]
+
+use alloc::vec::Vec;
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
+use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::{Device, Int, Tensor};
+
+/// `(regex, replacement)` from Hugging Face keys to Ember's module paths.
+pub const HF_REMAP: (&str, &str) = (r"\.attention\.self\.", ".attention.self_attn.");
+/// The reverse of [`HF_REMAP`], for export.
+pub const HF_REMAP_EXPORT: (&str, &str) = (r"\.attention\.self_attn\.", ".attention.self.");
+
+/// BERT hyper-parameters (the fields of Hugging Face's `config.json`).
+#[derive(Config, Debug)]
+pub struct BertConfig {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Width of the hidden states.
+    pub hidden_size: usize,
+    /// Number of encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer.
+    pub num_attention_heads: usize,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: usize,
+    /// Longest sequence the position embeddings cover.
+    #[config(default = 512)]
+    pub max_position_embeddings: usize,
+    /// Number of token types (segments).
+    #[config(default = 2)]
+    pub type_vocab_size: usize,
+    /// LayerNorm epsilon.
+    #[config(default = 1e-12)]
+    pub layer_norm_eps: f64,
+}
+
+/// Token, position and token-type embeddings, summed and normalised.
+#[derive(Module, Debug)]
+pub struct BertEmbeddings {
+    /// Token embeddings `[vocab, hidden]`.
+    pub word_embeddings: Embedding,
+    /// Position embeddings `[max_positions, hidden]`.
+    pub position_embeddings: Embedding,
+    /// Token-type embeddings `[types, hidden]`.
+    pub token_type_embeddings: Embedding,
+    /// Normalisation of the sum.
+    pub LayerNorm: LayerNorm,
+}
+
+/// Multi-head self-attention projections (`attention.self` in PyTorch).
+#[derive(Module, Debug)]
+pub struct BertSelfAttention {
+    /// Query projection.
+    pub query: Linear,
+    /// Key projection.
+    pub key: Linear,
+    /// Value projection.
+    pub value: Linear,
+    /// Number of heads.
+    pub num_heads: usize,
+}
+
+/// Projection after attention, residual and normalisation.
+#[derive(Module, Debug)]
+pub struct BertSelfOutput {
+    /// Output projection.
+    pub dense: Linear,
+    /// Post-residual normalisation.
+    pub LayerNorm: LayerNorm,
+}
+
+/// Self-attention block.
+#[derive(Module, Debug)]
+pub struct BertAttention {
+    /// The attention projections (`self` in PyTorch).
+    pub self_attn: BertSelfAttention,
+    /// Output projection and normalisation.
+    pub output: BertSelfOutput,
+}
+
+/// First feed-forward projection (GELU).
+#[derive(Module, Debug)]
+pub struct BertIntermediate {
+    /// `hidden → intermediate`.
+    pub dense: Linear,
+}
+
+/// Second feed-forward projection, residual and normalisation.
+#[derive(Module, Debug)]
+pub struct BertOutput {
+    /// `intermediate → hidden`.
+    pub dense: Linear,
+    /// Post-residual normalisation.
+    pub LayerNorm: LayerNorm,
+}
+
+/// One encoder layer.
+#[derive(Module, Debug)]
+pub struct BertLayer {
+    /// Self-attention.
+    pub attention: BertAttention,
+    /// Feed-forward, first half.
+    pub intermediate: BertIntermediate,
+    /// Feed-forward, second half.
+    pub output: BertOutput,
+}
+
+/// The encoder stack.
+#[derive(Module, Debug)]
+pub struct BertEncoder {
+    /// Layers, input first.
+    pub layer: Vec<BertLayer>,
+}
+
+/// `BertModel` without the pooler (sentence encoders do not use it).
+#[derive(Module, Debug)]
+pub struct BertModel {
+    /// Embeddings.
+    pub embeddings: BertEmbeddings,
+    /// Encoder layers.
+    pub encoder: BertEncoder,
+}
+
+impl BertConfig {
+    /// Builds a randomly initialised model on `device` (load weights next).
+    pub fn init(&self, device: &Device) -> BertModel {
+        let h = self.hidden_size;
+        let ln = || LayerNormConfig::new(h).with_epsilon(self.layer_norm_eps).init(device);
+        let linear = |i, o| LinearConfig::new(i, o).init(device);
+        let layer = (0..self.num_hidden_layers)
+            .map(|_| BertLayer {
+                attention: BertAttention {
+                    self_attn: BertSelfAttention {
+                        query: linear(h, h),
+                        key: linear(h, h),
+                        value: linear(h, h),
+                        num_heads: self.num_attention_heads,
+                    },
+                    output: BertSelfOutput { dense: linear(h, h), LayerNorm: ln() },
+                },
+                intermediate: BertIntermediate { dense: linear(h, self.intermediate_size) },
+                output: BertOutput { dense: linear(self.intermediate_size, h), LayerNorm: ln() },
+            })
+            .collect();
+        BertModel {
+            embeddings: BertEmbeddings {
+                word_embeddings: EmbeddingConfig::new(self.vocab_size, h).init(device),
+                position_embeddings: EmbeddingConfig::new(self.max_position_embeddings, h).init(device),
+                token_type_embeddings: EmbeddingConfig::new(self.type_vocab_size, h).init(device),
+                LayerNorm: ln(),
+            },
+            encoder: BertEncoder { layer },
+        }
+    }
+}
+
+impl BertSelfAttention {
+    /// `x [B, L, H]`, `mask_bias [B, 1, 1, L]` (0 to attend, very negative to
+    /// ignore) → `[B, L, H]`.
+    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let [b, l, h] = x.dims();
+        let heads = self.num_heads;
+        let dh = h / heads;
+        let split = |t: Tensor<3>| t.reshape([b, l, heads, dh]).swap_dims(1, 2);
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x));
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt()) + mask_bias;
+        let probs = softmax(scores, 3);
+        probs.matmul(v).swap_dims(1, 2).reshape([b, l, h])
+    }
+}
+
+impl BertLayer {
+    /// One post-LayerNorm transformer layer.
+    pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let attn = self.attention.self_attn.forward(x.clone(), mask_bias);
+        let attn = self.attention.output.LayerNorm.forward(self.attention.output.dense.forward(attn) + x);
+        let inter = gelu(self.intermediate.dense.forward(attn.clone()));
+        self.output.LayerNorm.forward(self.output.dense.forward(inter) + attn)
+    }
+}
+
+impl BertModel {
+    /// Hidden states `[B, L, H]` of token ids `[B, L]` with attention mask
+    /// `[B, L]` (1 for tokens, 0 for padding); token types are all 0.
+    pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2>) -> Tensor<3> {
+        let [b, l] = input_ids.dims();
+        let device = input_ids.device();
+        let positions = Tensor::<1, Int>::arange(0..l as i64, &device).reshape([1, l]).expand([b, l]);
+        let types = Tensor::<2, Int>::zeros([b, l], &device);
+        let e = &self.embeddings;
+        let x = e.word_embeddings.forward(input_ids)
+            + e.position_embeddings.forward(positions)
+            + e.token_type_embeddings.forward(types);
+        let mut x = e.LayerNorm.forward(x);
+        // (1 − mask)·min: padded keys get a bias that softmax turns into 0.
+        let mask_bias = attention_mask.neg().add_scalar(1.0).mul_scalar(f32::MIN).reshape([b, 1, 1, l]);
+        for layer in &self.encoder.layer {
+            x = layer.forward(x, mask_bias.clone());
+        }
+        x
+    }
+}
+
+/// sentence-transformers' mean pooling: the average of the hidden states of
+/// the unmasked tokens, `[B, L, H]`, `[B, L]` → `[B, H]`.
+pub fn mean_pool(hidden: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<2> {
+    let [b, l, h] = hidden.dims();
+    let mask = attention_mask.reshape([b, l, 1]);
+    let summed = (hidden * mask.clone()).sum_dim(1).reshape([b, h]);
+    let counts = mask.sum_dim(1).reshape([b, 1]).clamp_min(1e-9);
+    summed / counts
+}
+
+/// Row-wise L2 normalisation (`torch.nn.functional.normalize`, eps 1e-12).
+pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let norm = x.clone().mul(x.clone()).sum_dim(1).sqrt().clamp_min(1e-12);
+    x / norm
+}

@@ -1,0 +1,156 @@
+//! Safetensors loading: PyTorch layouts, strict reporting, bad files.
+
+use ember::burn::module::Module;
+use ember::burn::nn::{Linear, LinearConfig};
+use ember::burn::tensor::{Device, Tensor};
+use ember::runtime::io::{LoadOptions, SaveOptions, load_safetensors, save_safetensors};
+use ember::runtime::Error;
+
+/// A safetensors file from `(name, dtype, shape, f32 data)` entries and an
+/// optional raw header override.
+fn file(entries: &[(&str, &str, Vec<usize>, Vec<f32>)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, values) in entries {
+        let start = data.len();
+        for v in values {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        header.insert(
+            name.to_string(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    with_header(&serde_json::Value::Object(header).to_string(), &data)
+}
+
+fn with_header(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = (header.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+fn linear_file() -> Vec<u8> {
+    // PyTorch layout: weight [out=2, in=3].
+    file(&[
+        ("weight", "F32", vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+        ("bias", "F32", vec![2], vec![0.5, -0.5]),
+    ])
+}
+
+fn write(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("ember-io-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn load(name: &str, bytes: &[u8]) -> Result<Linear, Error> {
+    let path = write(name, bytes);
+    load_safetensors(LinearConfig::new(3, 2).init(&Device::flex()), &path, &LoadOptions::default()).map(|(m, _)| m)
+}
+
+fn err(name: &str, bytes: &[u8]) -> String {
+    load(name, bytes).expect_err("must fail").to_string()
+}
+
+#[test]
+fn pytorch_layout_loads_and_computes() {
+    let linear = load("ok.safetensors", &linear_file()).unwrap();
+    let y = linear.forward(Tensor::<2>::from_floats([[1.0, 0.0, 0.0]], &Device::flex()));
+    // x·Wᵀ + b with W = [[1,2,3],[4,5,6]] → [1 + 0.5, 4 − 0.5].
+    assert_eq!(y.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(), vec![1.5, 3.5]);
+}
+
+#[test]
+fn round_trip_through_a_file() {
+    let device = Device::flex();
+    let linear = LinearConfig::new(3, 2).init(&device);
+    let path = write("roundtrip.safetensors", b"");
+    save_safetensors(&linear, &path, &SaveOptions::default()).unwrap();
+    let (back, report) = load_safetensors(LinearConfig::new(3, 2).init(&device), &path, &LoadOptions::default()).unwrap();
+    assert_eq!(report.applied.len(), 2);
+    let x = Tensor::<2>::from_floats([[0.3, -1.0, 2.0]], &device);
+    assert_eq!(linear.forward(x.clone()).into_data(), back.forward(x).into_data());
+    // The file holds PyTorch's layout: weight is [out, in].
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("weight").unwrap().shape(), &[2, 3]);
+}
+
+#[test]
+fn truncated_file() {
+    let bytes = linear_file();
+    let e = err("truncated.safetensors", &bytes[..bytes.len() - 5]);
+    assert!(e.contains("truncated.safetensors") && e.contains("not a valid safetensors file"), "{e}");
+}
+
+#[test]
+fn header_length_past_the_end() {
+    let mut bytes = linear_file();
+    bytes[..8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let e = err("hugeheader.safetensors", &bytes);
+    assert!(e.contains("not a valid safetensors file"), "{e}");
+}
+
+#[test]
+fn header_not_json() {
+    let e = err("notjson.safetensors", &with_header("{not json", &[0; 8]));
+    assert!(e.contains("not a valid safetensors file"), "{e}");
+}
+
+#[test]
+fn overlapping_and_out_of_bounds_offsets() {
+    let h = r#"{"weight":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"bias":{"dtype":"F32","shape":[2],"data_offsets":[16,24]}}"#;
+    let e = err("overlap.safetensors", &with_header(h, &[0; 24]));
+    assert!(e.contains("not a valid safetensors file"), "{e}");
+    let h = r#"{"weight":{"dtype":"F32","shape":[2,3],"data_offsets":[0,240]},"bias":{"dtype":"F32","shape":[2],"data_offsets":[240,248]}}"#;
+    let e = err("oob.safetensors", &with_header(h, &[0; 32]));
+    assert!(e.contains("not a valid safetensors file"), "{e}");
+}
+
+#[test]
+fn unknown_dtype() {
+    let h = r#"{"weight":{"dtype":"F99","shape":[2,3],"data_offsets":[0,24]},"bias":{"dtype":"F32","shape":[2],"data_offsets":[24,32]}}"#;
+    let e = err("dtype.safetensors", &with_header(h, &[0; 32]));
+    assert!(e.contains("not a valid safetensors file"), "{e}");
+}
+
+#[test]
+fn wrong_shape_missing_and_unexpected_are_listed_together() {
+    let bytes = file(&[
+        ("weight", "F32", vec![4, 3], vec![0.0; 12]),
+        ("extra.weight", "F32", vec![1], vec![0.0]),
+    ]);
+    match load("mismatch.safetensors", &bytes) {
+        Err(Error::Load { missing, unexpected, mismatched, .. }) => {
+            assert_eq!(missing, vec!["bias".to_string()]);
+            assert_eq!(unexpected, vec!["extra.weight".to_string()]);
+            assert_eq!(mismatched.len(), 1, "{mismatched:?}");
+            assert!(mismatched[0].starts_with("weight"), "{mismatched:?}");
+        }
+        other => panic!("expected a load error, got {other:?}"),
+    }
+    let e = err("mismatch2.safetensors", &bytes);
+    assert!(e.contains("missing (1): bias") && e.contains("unexpected (1): extra.weight"), "{e}");
+}
+
+#[test]
+fn non_strict_load_reports_instead_of_failing() {
+    let bytes = file(&[("weight", "F32", vec![2, 3], vec![1.0; 6])]);
+    let path = write("partial.safetensors", &bytes);
+    let model = LinearConfig::new(3, 2).init(&Device::flex());
+    let (_, report) = load_safetensors(model, &path, &LoadOptions::default().strict(false)).unwrap();
+    assert_eq!(report.applied, vec!["weight".to_string()]);
+    assert_eq!(report.missing, vec!["bias".to_string()]);
+}
+
+#[test]
+fn missing_file() {
+    let model = LinearConfig::new(3, 2).init(&Device::flex());
+    let e = load_safetensors(model, "/nonexistent/w.safetensors", &LoadOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/w.safetensors"), "{e}");
+    let _ = Module::num_params(&LinearConfig::new(1, 1).init(&Device::flex()));
+}
