@@ -130,3 +130,33 @@ fn minilm_with_f16_weights_computed_in_f32() {
     // so a wrong rounding would show.)
     assert_close("embeddings_f16_weights", &got, &f.values("embeddings_f16_weights").0, MINILM_F32);
 }
+
+/// Ember's export of MiniLM is the original checkpoint again: the same keys
+/// (PyTorch's `state_dict()` names, so `load_state_dict(strict=True)` accepts
+/// it), shapes, dtypes and bit-identical values.
+#[test]
+fn minilm_export_reproduces_the_checkpoint() {
+    use ember::models::bert::HF_REMAP_EXPORT;
+    use ember::runtime::io::{SaveOptions, save_safetensors};
+    let src = model_dir();
+    let encoder = SentenceEncoder::from_dir(&src, &Device::flex()).unwrap();
+    let out = std::env::temp_dir().join(format!("ember-minilm-export-{}.safetensors", std::process::id()));
+    let options = SaveOptions { remap: vec![(HF_REMAP_EXPORT.0.into(), HF_REMAP_EXPORT.1.into())], ..Default::default() };
+    save_safetensors(encoder.model(), &out, &options).unwrap();
+    let exported = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).ok();
+    let original = std::fs::read(src.join("model.safetensors")).unwrap();
+    let a = safetensors::SafeTensors::deserialize(&exported).unwrap();
+    let b = safetensors::SafeTensors::deserialize(&original).unwrap();
+    let mut keys_a: Vec<String> = a.names().into_iter().map(str::to_string).collect();
+    // `position_ids` is a non-persistent buffer in today's transformers, not a weight.
+    let mut keys_b: Vec<String> = b.names().into_iter().filter(|k| *k != "embeddings.position_ids").map(str::to_string).collect();
+    keys_a.sort();
+    keys_b.sort();
+    assert_eq!(keys_a, keys_b);
+    for key in &keys_a {
+        let (x, y) = (a.tensor(key).unwrap(), b.tensor(key).unwrap());
+        assert_eq!((x.dtype(), x.shape()), (y.dtype(), y.shape()), "{key}");
+        assert!(x.data() == y.data(), "{key}: values differ");
+    }
+}

@@ -42,6 +42,9 @@ pub struct BertConfig {
     /// LayerNorm epsilon.
     #[config(default = 1e-12)]
     pub layer_norm_eps: f64,
+    /// Whether the model has the `[CLS]` pooler.
+    #[config(default = true)]
+    pub pooler: bool,
 }
 
 /// Token, position and token-type embeddings, summed and normalised.
@@ -122,13 +125,24 @@ pub struct BertEncoder {
     pub layer: Vec<BertLayer>,
 }
 
-/// `BertModel` without the pooler (sentence encoders do not use it).
+/// The `[CLS]` pooler of `BertModel` (`tanh(dense(h₀))`). Sentence encoders
+/// do not use it, but it is part of the checkpoint: keeping it makes loads
+/// complete and exports loadable by PyTorch with `strict=True`.
+#[derive(Module, Debug)]
+pub struct BertPooler {
+    /// `hidden → hidden`.
+    pub dense: Linear,
+}
+
+/// `BertModel`.
 #[derive(Module, Debug)]
 pub struct BertModel {
     /// Embeddings.
     pub embeddings: BertEmbeddings,
     /// Encoder layers.
     pub encoder: BertEncoder,
+    /// The pooler (absent in checkpoints saved without one).
+    pub pooler: Option<BertPooler>,
 }
 
 impl BertConfig {
@@ -160,6 +174,7 @@ impl BertConfig {
                 LayerNorm: ln(),
             },
             encoder: BertEncoder { layer },
+            pooler: self.pooler.then(|| BertPooler { dense: linear(h, h) }),
         }
     }
 }
@@ -210,6 +225,14 @@ impl BertModel {
             x = layer.forward(x, mask_bias.clone());
         }
         x
+    }
+}
+
+impl BertPooler {
+    /// `tanh(dense(hidden[:, 0]))`, `[B, L, H]` → `[B, H]`.
+    pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [b, _, h] = hidden.dims();
+        self.dense.forward(hidden.slice([0..b, 0..1]).reshape([b, h])).tanh()
     }
 }
 

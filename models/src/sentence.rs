@@ -51,6 +51,29 @@ fn field(config: &serde_json::Value, path: &Path, key: &str) -> Result<usize, Er
     })
 }
 
+/// Whether the checkpoint has pooler weights; reads only the header.
+fn has_pooler(weights: &Path) -> Result<bool, Error> {
+    use std::io::Read;
+    let io = |e: std::io::Error| Error::Io { path: weights.display().to_string(), message: e.to_string() };
+    let mut file = std::fs::File::open(weights).map_err(io)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(io)?;
+    let len = u64::from_le_bytes(len);
+    let size = file.metadata().map_err(io)?.len();
+    if len > size.saturating_sub(8) || len > 100_000_000 {
+        return Err(Error::Weights(ember_runtime::Error::Safetensors {
+            path: weights.display().to_string(),
+            message: format!("header length {len} exceeds the file size {size}"),
+        }));
+    }
+    let mut header = alloc::vec![0u8; len as usize];
+    file.read_exact(&mut header).map_err(io)?;
+    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|e| {
+        Error::Weights(ember_runtime::Error::Safetensors { path: weights.display().to_string(), message: format!("header: {e}") })
+    })?;
+    Ok(header.as_object().is_some_and(|o| o.keys().any(|k| k.starts_with("pooler."))))
+}
+
 impl SentenceEncoder {
     /// Loads the model in `dir` onto `device` (weights cast to f32).
     ///
@@ -109,9 +132,11 @@ impl SentenceEncoder {
             .map_err(|e| Error::Tokenizer { path: tokenizer_path.display().to_string(), message: e.to_string() })?;
         tokenizer.with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..Default::default() }));
 
+        // The pooler is optional (sentence-transformers checkpoints may lack
+        // it): look at the file's keys before building the model.
+        config.pooler = has_pooler(&weights)?;
         let options = LoadOptions::default()
             .remap(HF_REMAP.0, HF_REMAP.1)
-            .ignore_unexpected(r"^pooler\.")
             .ignore_unexpected(r"^embeddings\.position_ids$");
         let (model, _) = load_safetensors(config.init(device), &weights, &options)?;
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
