@@ -154,3 +154,88 @@ fn missing_file() {
     assert!(e.to_string().contains("/nonexistent/w.safetensors"), "{e}");
     let _ = Module::num_params(&LinearConfig::new(1, 1).init(&Device::flex()));
 }
+
+mod pytorch_roundtrip {
+    //! State dicts saved by PyTorch (`tools/reference/roundtrip.py`) load into
+    //! Ember's models and give PyTorch's outputs; Ember's export of them is
+    //! the same state dict again (keys, shapes, dtypes, values), which is what
+    //! `load_state_dict(strict=True)` checks.
+    use super::*;
+    use ember::models::cnn::SmallCnnConfig;
+    use ember::models::mlp::MlpConfig;
+
+    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/roundtrip.safetensors");
+
+    fn fixture_tensor<const D: usize>(key: &str) -> Tensor<D> {
+        let bytes = std::fs::read(FIXTURE).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let t = st.tensor(key).unwrap();
+        let v: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        Tensor::from_data(ember::burn::tensor::TensorData::new(v, t.shape().to_vec()), &Device::flex())
+    }
+
+    fn assert_close(a: Tensor<2>, b: Tensor<2>) {
+        let a = a.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let b = b.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            // F32_REDUCE of the parity suite: rtol 1e-5, atol 1e-6.
+            assert!((x - y).abs() <= 1e-6 + 1e-5 * y.abs(), "{x} vs PyTorch {y}");
+        }
+    }
+
+    /// Ember's export must hold exactly the PyTorch state dict under `prefix`.
+    fn assert_export_matches(module: &impl Module, prefix: &str, remap: Vec<(String, String)>) {
+        let out = std::env::temp_dir().join(format!("ember-export-{prefix}-{}.safetensors", std::process::id()));
+        save_safetensors(module, &out, &SaveOptions { remap, ..Default::default() }).unwrap();
+        let exported = std::fs::read(&out).unwrap();
+        std::fs::remove_file(&out).ok();
+        let original = std::fs::read(FIXTURE).unwrap();
+        let (a, b) = (
+            safetensors::SafeTensors::deserialize(&exported).unwrap(),
+            safetensors::SafeTensors::deserialize(&original).unwrap(),
+        );
+        let mut keys: Vec<String> = a.names().into_iter().map(str::to_string).collect();
+        keys.sort();
+        let mut expected: Vec<String> = b
+            .names()
+            .into_iter()
+            .filter_map(|k| k.strip_prefix(&format!("{prefix}.")).map(str::to_string))
+            .filter(|k| k != "input" && k != "output")
+            .collect();
+        expected.sort();
+        assert_eq!(keys, expected);
+        for k in &keys {
+            let (x, y) = (a.tensor(k).unwrap(), b.tensor(&format!("{prefix}.{k}")).unwrap());
+            assert_eq!((x.shape(), x.data()), (y.shape(), y.data()), "{k}");
+        }
+    }
+
+    #[test]
+    fn mlp_state_dict_from_pytorch() {
+        let options = LoadOptions::default()
+            .remap(r"^mlp\.0\.", "layers.0.")
+            .remap(r"^mlp\.2\.", "layers.1.")
+            .ignore_unexpected(r"^cnn\.")
+            .ignore_unexpected(r"^mlp\.(input|output)$");
+        let model = MlpConfig::new(vec![6, 16, 3]).init(&Device::flex());
+        let (model, report) = load_safetensors(model, FIXTURE, &options).unwrap();
+        assert_eq!(report.applied.len(), 4);
+        assert_close(model.forward(fixture_tensor("mlp.input")), fixture_tensor("mlp.output"));
+        let back = vec![(r"^layers\.0\.".into(), "0.".into()), (r"^layers\.1\.".into(), "2.".into())];
+        assert_export_matches(&model, "mlp", back);
+    }
+
+    #[test]
+    fn cnn_state_dict_from_pytorch() {
+        let options = LoadOptions::default()
+            .remap(r"^cnn\.", "")
+            .ignore_unexpected(r"^mlp\.")
+            .ignore_unexpected(r"^(cnn\.)?(input|output)$");
+        let model = SmallCnnConfig::new().init(&Device::flex());
+        let (model, report) = load_safetensors(model, FIXTURE, &options).unwrap();
+        assert_eq!(report.applied.len(), 6);
+        let x: Tensor<4> = fixture_tensor("cnn.input");
+        assert_close(model.forward(x), fixture_tensor("cnn.output"));
+        assert_export_matches(&model, "cnn", vec![]);
+    }
+}

@@ -8,6 +8,7 @@
 //! * [`simple_net`]: the seed's `SimpleNet` (`fc1`, `dropout`, `fc2`).
 //! * [`batchnorm`]: `BatchNorm1d` with PyTorch's running statistics (unbiased
 //!   running variance — Burn's own `BatchNorm` keeps the biased one).
+//! * [`cnn`]: a small CNN for 8×8 images.
 //! * [`bert`]: a BERT encoder with Hugging Face names, mean pooling, L2 norm.
 //! * [`sentence`] (std): a sentence encoder loaded from a local Hugging Face
 //!   directory (all-MiniLM-L6-v2 and other BERT sentence-transformers).
@@ -19,6 +20,7 @@ extern crate alloc;
 
 pub mod batchnorm;
 pub mod bert;
+pub mod cnn;
 mod error;
 pub mod mlp;
 pub mod residual;

@@ -93,15 +93,40 @@ fn store_error(path: &Path, e: SafetensorsStoreError) -> Error {
 /// [`Error::Io`] when the file cannot be read, [`Error::Safetensors`] when it
 /// is not valid safetensors, [`Error::Load`] (strict mode) listing every
 /// missing, unexpected and shape-mismatched tensor.
-pub fn load_safetensors<M: Module>(mut module: M, path: impl AsRef<Path>, options: &LoadOptions) -> Result<(M, LoadReport), Error> {
+pub fn load_safetensors<M: Module>(module: M, path: impl AsRef<Path>, options: &LoadOptions) -> Result<(M, LoadReport), Error> {
     let path = path.as_ref();
     if !path.is_file() {
         return Err(Error::Io { path: path.display().to_string(), message: "no such file".into() });
     }
-    // Validate the container first: burn-store memory-maps and trusts it.
     let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), message: e.to_string() })?;
-    if let Err(e) = safetensors::SafeTensors::deserialize(&bytes) {
-        return Err(Error::Safetensors { path: path.display().to_string(), message: e.to_string() });
+    load_safetensors_bytes(module, bytes, path, options)
+}
+
+/// [`load_safetensors`] from bytes already in memory; `name` is used in
+/// error messages.
+pub fn load_safetensors_bytes<M: Module>(
+    mut module: M,
+    bytes: Vec<u8>,
+    name: impl AsRef<Path>,
+    options: &LoadOptions,
+) -> Result<(M, LoadReport), Error> {
+    let path = name.as_ref();
+    // Validate the container and every tensor's byte length first, so that a
+    // bad file is a clear error here rather than a failure deeper down.
+    match safetensors::SafeTensors::deserialize(&bytes) {
+        Err(e) => return Err(Error::Safetensors { path: path.display().to_string(), message: e.to_string() }),
+        Ok(st) => {
+            for (name, view) in st.tensors() {
+                let numel: Option<usize> = view.shape().iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+                let expected = numel.and_then(|n| n.checked_mul(view.dtype().bitsize()).map(|b| b / 8));
+                if expected != Some(view.data().len()) {
+                    return Err(Error::Safetensors {
+                        path: path.display().to_string(),
+                        message: format!("tensor `{name}`: shape {:?} does not match its {} bytes", view.shape(), view.data().len()),
+                    });
+                }
+            }
+        }
     }
     let store = SafetensorsStore::from_bytes(Some(bytes)).validate(false).allow_partial(true);
     let mut store = match options.cast_to {

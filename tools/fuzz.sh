@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Fuzzes the safetensors loader (fuzz/fuzz_targets/safetensors_loader.rs) for
+# a bounded time: FUZZ_SECONDS (default 60). Fails on any crash.
+#
+# cargo fuzz needs nightly features; offline, Debian's rustc-web (installed by
+# tools/nostd-check.sh) provides them with RUSTC_BOOTSTRAP=1. Sanitizers are
+# off (-s none): their runtimes are not shipped by that toolchain; libFuzzer
+# still finds panics, aborts, hangs and out-of-memory.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_TO_RUN=${FUZZ_SECONDS:-60}
+
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+[ -x /usr/bin/rustc ] || ./tools/nostd-check.sh
+
+export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/fuzz
+/usr/bin/cargo fuzz run -s none safetensors_loader fuzz/corpus/safetensors_loader -- \
+    -max_total_time="$SECONDS_TO_RUN" -rss_limit_mb=2048 -max_len=65536 2>&1 | tail -n 25
+echo "fuzz: ${SECONDS_TO_RUN}s without a crash"
