@@ -13,7 +13,12 @@ SECONDS_TO_RUN=${FUZZ_SECONDS:-60}
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 [ -x /usr/bin/rustc ] || ./tools/nostd-check.sh
 
+# The committed seeds stay as they are; libFuzzer grows a working corpus.
+corpus=target/fuzz/corpus/safetensors_loader
+mkdir -p "$corpus"
+cp fuzz/seeds/safetensors_loader/* "$corpus/"
+
 export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/fuzz
-/usr/bin/cargo fuzz run -s none safetensors_loader fuzz/corpus/safetensors_loader -- \
+/usr/bin/cargo fuzz run -s none safetensors_loader "$corpus" -- \
     -max_total_time="$SECONDS_TO_RUN" -rss_limit_mb=2048 -max_len=65536 2>&1 | tail -n 25
 echo "fuzz: ${SECONDS_TO_RUN}s without a crash"
