@@ -114,7 +114,7 @@ fn minilm_with_f16_weights_computed_in_f32() {
     let options = SaveOptions {
         remap: vec![(HF_REMAP_EXPORT.0.into(), HF_REMAP_EXPORT.1.into())],
         dtype: Some(ember::burn::tensor::DType::F16),
-        metadata: vec![],
+        ..Default::default()
     };
     save_safetensors(encoder.model(), dir.join("model.safetensors"), &options).unwrap();
     let size = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();

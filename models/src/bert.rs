@@ -14,6 +14,7 @@ use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Int, Tensor};
+use ember_runtime::peft::{Lora, LoraConfig, forward_with};
 
 /// `(regex, replacement)` from Hugging Face keys to Ember's module paths.
 pub const HF_REMAP: (&str, &str) = (r"\.attention\.self\.", ".attention.self_attn.");
@@ -69,6 +70,12 @@ pub struct BertSelfAttention {
     pub key: Linear,
     /// Value projection.
     pub value: Linear,
+    /// LoRA adapter of `query` (peft: `query.lora_A/B`).
+    pub query_lora: Option<Lora>,
+    /// LoRA adapter of `key`.
+    pub key_lora: Option<Lora>,
+    /// LoRA adapter of `value`.
+    pub value_lora: Option<Lora>,
     /// Number of heads.
     pub num_heads: usize,
 }
@@ -158,6 +165,9 @@ impl BertConfig {
                         query: linear(h, h),
                         key: linear(h, h),
                         value: linear(h, h),
+                        query_lora: None,
+                        key_lora: None,
+                        value_lora: None,
                         num_heads: self.num_attention_heads,
                     },
                     output: BertSelfOutput { dense: linear(h, h), LayerNorm: ln() },
@@ -179,6 +189,40 @@ impl BertConfig {
     }
 }
 
+impl BertModel {
+    /// Freezes every weight and attaches fresh LoRA adapters to the
+    /// attention projections named in `config.target_modules` (`query`,
+    /// `key`, `value`); only the adapters train.
+    pub fn with_lora(self, config: &LoraConfig, device: &Device) -> Self {
+        let mut model = self.freeze();
+        for layer in &mut model.encoder.layer {
+            let attn = &mut layer.attention.self_attn;
+            let [d_in, d_out] = attn.query.weight.dims();
+            let make = |name: &str| config.targets(name).then(|| config.init(d_in, d_out, device));
+            attn.query_lora = make("query");
+            attn.key_lora = make("key");
+            attn.value_lora = make("value");
+        }
+        model
+    }
+}
+
+/// `(regex, replacement)` pairs from peft adapter keys
+/// (`base_model.model.encoder.layer.0.attention.self.query.lora_A.weight`) to
+/// Ember paths (`encoder.layer.0.attention.self_attn.query_lora.lora_A.weight`).
+pub const PEFT_IMPORT_REMAP: [(&str, &str); 3] = [
+    (r"^base_model\.model\.", ""),
+    (r"\.attention\.self\.", ".attention.self_attn."),
+    (r"\.(query|key|value)\.lora_([AB])\.", ".${1}_lora.lora_$2."),
+];
+
+/// The reverse of [`PEFT_IMPORT_REMAP`], for `adapter_model.safetensors`.
+pub const PEFT_EXPORT_REMAP: [(&str, &str); 3] = [
+    (r"\.(query|key|value)_lora\.lora_([AB])\.", ".${1}.lora_$2."),
+    (r"\.attention\.self_attn\.", ".attention.self."),
+    (r"^", "base_model.model."),
+];
+
 impl BertSelfAttention {
     /// `x [B, L, H]`, `mask_bias [B, 1, 1, L]` (0 to attend, very negative to
     /// ignore) → `[B, L, H]`.
@@ -187,9 +231,9 @@ impl BertSelfAttention {
         let heads = self.num_heads;
         let dh = h / heads;
         let split = |t: Tensor<3>| t.reshape([b, l, heads, dh]).swap_dims(1, 2);
-        let q = split(self.query.forward(x.clone()));
-        let k = split(self.key.forward(x.clone()));
-        let v = split(self.value.forward(x));
+        let q = split(forward_with(&self.query, self.query_lora.as_ref(), x.clone()));
+        let k = split(forward_with(&self.key, self.key_lora.as_ref(), x.clone()));
+        let v = split(forward_with(&self.value, self.value_lora.as_ref(), x));
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt()) + mask_bias;
         let probs = softmax(scores, 3);
         probs.matmul(v).swap_dims(1, 2).reshape([b, l, h])

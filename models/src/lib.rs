@@ -18,6 +18,8 @@
 
 extern crate alloc;
 
+#[cfg(feature = "std")]
+pub mod adapter;
 pub mod batchnorm;
 pub mod bert;
 pub mod cnn;

@@ -163,6 +163,17 @@ impl SentenceEncoder {
         &self.model
     }
 
+    /// Replaces the encoder by `f(encoder)` (e.g. to attach LoRA adapters).
+    pub fn try_map_model(mut self, f: impl FnOnce(BertModel) -> Result<BertModel, Error>) -> Result<Self, Error> {
+        self.model = f(self.model)?;
+        Ok(self)
+    }
+
+    /// The device the encoder runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Token ids and attention mask of a batch, padded to its longest text.
     pub fn tokenize(&self, texts: &[&str]) -> Result<(Tensor<2, Int>, Tensor<2>), Error> {
         let encodings = self

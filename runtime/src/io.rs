@@ -172,6 +172,9 @@ pub struct SaveOptions {
     pub dtype: Option<DType>,
     /// Header metadata.
     pub metadata: Vec<(String, String)>,
+    /// Regexes on module paths: when non-empty, only matching tensors are
+    /// written (e.g. `lora_` for an adapter file).
+    pub only: Vec<String>,
 }
 
 /// Writes `module` to `path` with PyTorch names and layouts, atomically: the
@@ -190,6 +193,10 @@ pub fn save_safetensors<M: Module>(module: &M, path: impl AsRef<Path>, options: 
     };
     for (from, to) in &options.remap {
         store = store.with_key_remapping(from, to.clone());
+    }
+    for pattern in &options.only {
+        regex::Regex::new(pattern).map_err(|e| Error::InvalidArgument { message: format!("filter `{pattern}`: {e}") })?;
+        store = store.with_regex(pattern);
     }
     store = store.metadata("format", "pt");
     for (k, v) in &options.metadata {

@@ -15,6 +15,8 @@
 //! * [`loss`]: MSE, BCE-with-logits with float targets, cross-entropy.
 //! * [`io`] (std): safetensors in and out with PyTorch names and layouts,
 //!   strict loading that lists every problem, atomic writes.
+//! * [`peft`]: LoRA as `x·A·B` (never the dense ΔW in training), merge/unmerge,
+//!   peft-compatible names.
 //! * [`params`]: walking a module's parameters by path.
 //!
 //! The crate is `#![no_std]` with `alloc`; the `std` feature (on by default)
@@ -35,6 +37,7 @@ mod error;
 pub mod io;
 pub mod optim;
 pub mod params;
+pub mod peft;
 pub mod schedule;
 
 pub use error::Error;

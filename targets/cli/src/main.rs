@@ -5,6 +5,10 @@
 //! * `ember embed --model DIR [--format json] [--batch-size N] TEXT...` —
 //!   sentence embeddings (`-` reads one text per line from stdin).
 //!
+//! * `ember bench embed --model DIR` — Ember against sentence-transformers on
+//!   torch CPU in the same run (needs the Python packages of
+//!   `tools/reference/requirements.txt`).
+//!
 //! Errors go to stderr as one clear message with a non-zero exit status.
 
 use std::io::{BufRead, Write};
@@ -14,6 +18,8 @@ use std::process::ExitCode;
 use burn::tensor::Device;
 use clap::{Parser, Subcommand, ValueEnum};
 use ember_models::sentence::SentenceEncoder;
+
+mod bench;
 
 #[derive(Parser)]
 #[command(name = "ember", version, about = "Run and fine-tune small neural networks on the device.")]
@@ -53,6 +59,33 @@ enum Command {
         /// Texts to embed; `-` reads one per line from stdin.
         #[arg(required = true)]
         texts: Vec<String>,
+    },
+    /// Benchmarks, side by side with PyTorch.
+    Bench {
+        #[command(subcommand)]
+        workload: BenchWorkload,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWorkload {
+    /// Sentence-embedding latency (batch 1 and 32), throughput, peak RSS.
+    Embed {
+        /// Model directory.
+        #[arg(long)]
+        model: PathBuf,
+        /// Timed iterations (the median is reported).
+        #[arg(long, default_value_t = 20)]
+        iters: usize,
+        /// Untimed warm-up iterations.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// The PyTorch side.
+        #[arg(long, default_value = "tools/reference/bench_torch.py")]
+        torch_script: PathBuf,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
 }
 
@@ -132,6 +165,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect { file, format } => inspect(&file, format),
         Command::Embed { model, format, batch_size, texts } => embed(&model, format, batch_size, texts),
+        Command::Bench { workload: BenchWorkload::Embed { model, iters, warmup, torch_script, json } } => {
+            bench::embed(&model, iters, warmup, &torch_script, json.as_ref())
+        }
     };
     match result {
         Ok(out) => {

@@ -1,0 +1,129 @@
+//! `ember bench embed`: sentence-embedding latency, throughput and peak
+//! memory, Ember and sentence-transformers on torch CPU side by side in one
+//! run (same sentences, threads, warm-up and iteration count).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use burn::tensor::Device;
+use ember_models::sentence::SentenceEncoder;
+
+/// 32 on-device assistant requests of everyday length.
+const SENTENCES: [&str; 32] = [
+    "Turn on the living room lights.",
+    "Set an alarm for 6:30 tomorrow morning.",
+    "What's the weather like in Paris today?",
+    "Play some relaxing jazz music in the kitchen.",
+    "Remind me to buy milk when I leave work.",
+    "Send a message to Alex saying I'm running late.",
+    "How long will it take to drive to the airport right now?",
+    "Turn the thermostat down by two degrees.",
+    "Add eggs, flour and butter to my shopping list.",
+    "What is on my calendar for Friday afternoon?",
+    "Call my sister on speaker.",
+    "Skip to the next song and turn the volume up.",
+    "Translate good night into Japanese.",
+    "Start a timer for twelve minutes.",
+    "Is it going to rain during my run this evening?",
+    "Lock the front door and close the garage.",
+    "Read me the latest headlines about the election.",
+    "Book a table for four at an Italian restaurant nearby.",
+    "How many steps have I walked today?",
+    "Dim the bedroom lights to thirty percent.",
+    "What time does the pharmacy on Main Street close?",
+    "Find photos from our trip to the mountains last summer.",
+    "Turn off all the lights downstairs at midnight.",
+    "Convert fifty dollars to euros.",
+    "Open the navigation and avoid toll roads.",
+    "Who won the football match last night?",
+    "Pause the podcast and resume it in the car.",
+    "Set the oven to preheat at 200 degrees.",
+    "Tell me a joke about programmers.",
+    "What's the capital of Australia?",
+    "Show my heart rate over the last week.",
+    "Email the quarterly report to the finance team.",
+];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Runs the benchmark; returns the table (and writes JSON to `json` if given).
+pub fn embed(model: &Path, iters: usize, warmup: usize, torch_script: &Path, json: Option<&PathBuf>) -> Result<String, String> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let encoder = SentenceEncoder::from_dir(model, &Device::flex()).map_err(|e| e.to_string())?;
+    let time = |batch: &[&str]| -> Result<f64, String> {
+        for _ in 0..warmup {
+            encoder.encode(batch, batch.len()).map_err(|e| e.to_string())?;
+        }
+        let mut times = Vec::with_capacity(iters);
+        for _ in 0..iters.max(1) {
+            let t = Instant::now();
+            encoder.encode(batch, batch.len()).map_err(|e| e.to_string())?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        Ok(median(times))
+    };
+    let b1 = time(&SENTENCES[..1])?;
+    let b32 = time(&SENTENCES)?;
+    let ember = serde_json::json!({
+        "system": format!("ember {} (burn-flex)", env!("CARGO_PKG_VERSION")),
+        "batch1_ms": b1 * 1e3,
+        "batch32_ms": b32 * 1e3,
+        "throughput_per_s": 32.0 / b32,
+        "peak_rss_mib": peak_rss_mib(),
+    });
+
+    let mut child = Command::new("python3")
+        .arg(torch_script)
+        .args(["--model", &model.display().to_string(), "--threads", &threads.to_string()])
+        .args(["--iters", &iters.to_string(), "--warmup", &warmup.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("python3 {}: {e}", torch_script.display()))?;
+    child.stdin.take().expect("piped").write_all(SENTENCES.join("\n").as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed (torch and sentence-transformers from tools/reference/requirements.txt are needed): {}",
+            torch_script.display(),
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        ));
+    }
+    let torch: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("torch side output: {e}"))?;
+
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+    let mut table = format!(
+        "embed, all-MiniLM-L6-v2, {threads} threads, median of {iters} after {warmup} warm-up\n\
+         {:<22} {:>12} {:>12} {:>8}\n",
+        "metric", "ember", "pytorch", "ratio"
+    );
+    for (label, key, lower_is_better) in [
+        ("batch 1 latency (ms)", "batch1_ms", true),
+        ("batch 32 latency (ms)", "batch32_ms", true),
+        ("throughput (sent/s)", "throughput_per_s", false),
+        ("peak RSS (MiB)", "peak_rss_mib", true),
+    ] {
+        let (e, t) = (f(&ember, key), f(&torch, key));
+        let _ = lower_is_better;
+        table.push_str(&format!("{label:<22} {e:>12.2} {t:>12.2} {:>7.2}×\n", e / t));
+    }
+    table.push_str("ratio = ember / pytorch (below 1 is better for latency and memory, above 1 for throughput)");
+    if let Some(path) = json {
+        let doc = serde_json::json!({"workload": "embed", "threads": threads, "iters": iters, "ember": ember, "pytorch": torch});
+        std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(table)
+}
