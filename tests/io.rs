@@ -183,12 +183,29 @@ mod pytorch_roundtrip {
         }
     }
 
+    /// Where exports are left for `tools/reference/check_exports.py`, which
+    /// `.ci/run` runs after `cargo test` to load them in PyTorch.
+    pub(crate) fn export_dir() -> std::path::PathBuf {
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ember-exports");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Writes Ember's output for the Python check.
+    fn save_output(name: &str, output: Tensor<2>) {
+        let dims = output.dims();
+        let values = output.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, dims.to_vec(), &bytes).unwrap();
+        let file = safetensors::serialize([("output", view)], None).unwrap();
+        std::fs::write(export_dir().join(format!("{name}_ember_output.safetensors")), file).unwrap();
+    }
+
     /// Ember's export must hold exactly the PyTorch state dict under `prefix`.
     fn assert_export_matches(module: &impl Module, prefix: &str, remap: Vec<(String, String)>) {
-        let out = std::env::temp_dir().join(format!("ember-export-{prefix}-{}.safetensors", std::process::id()));
+        let out = export_dir().join(format!("{prefix}.safetensors"));
         save_safetensors(module, &out, &SaveOptions { remap, ..Default::default() }).unwrap();
         let exported = std::fs::read(&out).unwrap();
-        std::fs::remove_file(&out).ok();
         let original = std::fs::read(FIXTURE).unwrap();
         let (a, b) = (
             safetensors::SafeTensors::deserialize(&exported).unwrap(),
@@ -220,7 +237,9 @@ mod pytorch_roundtrip {
         let model = MlpConfig::new(vec![6, 16, 3]).init(&Device::flex());
         let (model, report) = load_safetensors(model, FIXTURE, &options).unwrap();
         assert_eq!(report.applied.len(), 4);
-        assert_close(model.forward(fixture_tensor("mlp.input")), fixture_tensor("mlp.output"));
+        let output = model.forward(fixture_tensor("mlp.input"));
+        save_output("mlp", output.clone());
+        assert_close(output, fixture_tensor("mlp.output"));
         let back = vec![(r"^layers\.0\.".into(), "0.".into()), (r"^layers\.1\.".into(), "2.".into())];
         assert_export_matches(&model, "mlp", back);
     }
@@ -235,7 +254,9 @@ mod pytorch_roundtrip {
         let (model, report) = load_safetensors(model, FIXTURE, &options).unwrap();
         assert_eq!(report.applied.len(), 6);
         let x: Tensor<4> = fixture_tensor("cnn.input");
-        assert_close(model.forward(x), fixture_tensor("cnn.output"));
+        let output = model.forward(x);
+        save_output("cnn", output.clone());
+        assert_close(output, fixture_tensor("cnn.output"));
         assert_export_matches(&model, "cnn", vec![]);
     }
 }

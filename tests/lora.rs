@@ -53,6 +53,16 @@ fn peft_adapter_forward_gradients_and_save() {
     assert_eq!(mask_values.len(), b * l);
     let emb = l2_normalize(mean_pool(encoder.model().forward(ids, mask.clone()), mask));
     assert_tensor(&f, "embeddings", emb.clone(), PEFT_F32);
+    let export_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ember-exports");
+    std::fs::create_dir_all(&export_dir).unwrap();
+    {
+        let dims = emb.dims();
+        let values = emb.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, dims.to_vec(), &bytes).unwrap();
+        let file = safetensors::serialize([("output", view)], None).unwrap();
+        std::fs::write(export_dir.join("adapter_ember_output.safetensors"), file).unwrap();
+    }
 
     let grads = (emb * f.tensor::<2>("R", &device)).sum().backward();
     let mut checked = 0;
@@ -74,13 +84,14 @@ fn peft_adapter_forward_gradients_and_save() {
     }
     assert_eq!(checked, 24);
 
-    // Ember's adapter file is peft's, tensor for tensor.
-    let out = std::env::temp_dir().join(format!("ember-adapter-{}", std::process::id()));
+    // Ember's adapter file is peft's, tensor for tensor. It is left in the
+    // target directory for tools/reference/check_exports.py (run by .ci/run),
+    // which loads it with peft.
+    let out = export_dir.join("adapter");
     save_peft_adapter(&encoder.model().clone().valid(), &config, &out).unwrap();
     let written = std::fs::read(out.join("adapter_model.safetensors")).unwrap();
     let config_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
-    std::fs::remove_dir_all(&out).ok();
     let original = std::fs::read(format!("{ADAPTER}/adapter_model.safetensors")).unwrap();
     let (a, b) = (
         safetensors::SafeTensors::deserialize(&written).unwrap(),

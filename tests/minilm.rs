@@ -140,11 +140,13 @@ fn minilm_export_reproduces_the_checkpoint() {
     use ember::runtime::io::{SaveOptions, save_safetensors};
     let src = model_dir();
     let encoder = SentenceEncoder::from_dir(&src, &Device::flex()).unwrap();
-    let out = std::env::temp_dir().join(format!("ember-minilm-export-{}.safetensors", std::process::id()));
+    // Left in the target directory for tools/reference/check_exports.py.
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ember-exports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = dir.join("minilm.safetensors");
     let options = SaveOptions { remap: vec![(HF_REMAP_EXPORT.0.into(), HF_REMAP_EXPORT.1.into())], ..Default::default() };
     save_safetensors(encoder.model(), &out, &options).unwrap();
     let exported = std::fs::read(&out).unwrap();
-    std::fs::remove_file(&out).ok();
     let original = std::fs::read(src.join("model.safetensors")).unwrap();
     let a = safetensors::SafeTensors::deserialize(&exported).unwrap();
     let b = safetensors::SafeTensors::deserialize(&original).unwrap();
