@@ -260,3 +260,29 @@ mod pytorch_roundtrip {
         assert_export_matches(&model, "cnn", vec![]);
     }
 }
+
+#[test]
+fn bf16_and_f16_files_round_trip_within_their_rounding() {
+    use ember::burn::tensor::DType;
+    let device = Device::flex();
+    let linear = LinearConfig::new(16, 8).init(&device);
+    let original = linear.weight.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    for (dtype, name, st_dtype, rel) in [
+        // Half an ulp of the 8-bit (bf16) and 11-bit (f16) significands.
+        (DType::BF16, "bf16", safetensors::Dtype::BF16, 1.0 / 256.0),
+        (DType::F16, "f16", safetensors::Dtype::F16, 1.0 / 2048.0),
+    ] {
+        let path = write(&format!("{name}.safetensors"), b"");
+        save_safetensors(&linear, &path, &SaveOptions { dtype: Some(dtype), ..Default::default() }).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        assert_eq!(st.tensor("weight").unwrap().dtype(), st_dtype);
+        let (back, _) = load_safetensors(LinearConfig::new(16, 8).init(&device), &path, &LoadOptions::default()).unwrap();
+        let w = back.weight.val();
+        assert_eq!(w.dtype(), DType::F32, "{name} loads as f32 by default");
+        let loaded = w.into_data().try_to_vec::<f32>().unwrap();
+        for (a, b) in loaded.iter().zip(&original) {
+            assert!((a - b).abs() <= rel * b.abs() + 1e-7, "{name}: {a} vs {b}");
+        }
+    }
+}
