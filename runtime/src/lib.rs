@@ -3,6 +3,8 @@
 //! The training half of an on-device ML runtime, on top of [Burn](burn): what
 //! Burn does not provide for PyTorch-faithful fine-tuning on small machines.
 //!
+//! * [`checkpoint`] (std): atomic, verified checkpoints (model, optimizer,
+//!   training state), keep-last-N, resume from the newest valid one.
 //! * [`clip`]: global-norm gradient clipping with `torch.nn.utils.clip_grad_norm_`
 //!   semantics (L2, L∞ and any p-norm; the total norm is returned, non-finite
 //!   norms are reported).
@@ -29,6 +31,8 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+#[cfg(feature = "std")]
+pub mod checkpoint;
 pub mod clip;
 pub mod diagnostics;
 pub mod loss;
