@@ -22,6 +22,7 @@ extern crate alloc;
 pub mod adapter;
 pub mod batchnorm;
 pub mod bert;
+pub mod classifier;
 pub mod cnn;
 mod error;
 pub mod mlp;

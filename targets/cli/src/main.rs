@@ -5,6 +5,8 @@
 //! * `ember embed --model DIR [--format json] [--batch-size N] TEXT...` —
 //!   sentence embeddings (`-` reads one text per line from stdin).
 //!
+//! * `ember finetune` — LoRA fine-tuning with a classification head; with no
+//!   arguments, all-MiniLM-L6-v2 on the shipped intent dataset.
 //! * `ember bench embed --model DIR` — Ember against sentence-transformers on
 //!   torch CPU in the same run (needs the Python packages of
 //!   `tools/reference/requirements.txt`).
@@ -20,6 +22,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ember_models::sentence::SentenceEncoder;
 
 mod bench;
+mod finetune;
 
 #[derive(Parser)]
 #[command(name = "ember", version, about = "Run and fine-tune small neural networks on the device.")]
@@ -59,6 +62,43 @@ enum Command {
         /// Texts to embed; `-` reads one per line from stdin.
         #[arg(required = true)]
         texts: Vec<String>,
+    },
+    /// Fine-tune a sentence encoder (LoRA + classification head) on labelled
+    /// text; with no arguments, all-MiniLM-L6-v2 on the shipped intent data.
+    Finetune {
+        /// Model directory (default: all-MiniLM-L6-v2 from the model cache).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Training data, JSONL (`{"text":…,"label":…}`) or CSV (`text,label`).
+        #[arg(long, default_value = "data/intents/train.jsonl")]
+        train: PathBuf,
+        /// Held-out data, same format.
+        #[arg(long, default_value = "data/intents/test.jsonl")]
+        test: PathBuf,
+        /// Output directory.
+        #[arg(long, default_value = "runs/finetune")]
+        out: PathBuf,
+        /// Epochs.
+        #[arg(long, default_value_t = 4)]
+        epochs: usize,
+        /// Examples per step.
+        #[arg(long, default_value_t = 16)]
+        batch_size: usize,
+        /// Peak learning rate (AdamW, warm-up then cosine).
+        #[arg(long, default_value_t = 2e-3)]
+        lr: f64,
+        /// LoRA rank (alpha = 2·rank, on query and value).
+        #[arg(long, default_value_t = 8)]
+        rank: usize,
+        /// Seed of initialisation, data order and dropout.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Continue from the newest valid checkpoint in OUT/checkpoints.
+        #[arg(long)]
+        resume: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
     },
     /// Benchmarks, side by side with PyTorch.
     Bench {
@@ -165,6 +205,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect { file, format } => inspect(&file, format),
         Command::Embed { model, format, batch_size, texts } => embed(&model, format, batch_size, texts),
+        Command::Finetune { model, train, test, out, epochs, batch_size, lr, rank, seed, resume, quiet } => {
+            finetune::run(finetune::Options { model, train, test, out, epochs, batch_size, lr, rank, seed, resume, quiet })
+        }
         Command::Bench { workload: BenchWorkload::Embed { model, iters, warmup, torch_script, json } } => {
             bench::embed(&model, iters, warmup, &torch_script, json.as_ref())
         }
