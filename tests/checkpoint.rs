@@ -16,6 +16,14 @@ use ember::runtime::schedule::{Cosine, Schedule};
 
 const SEED: u64 = 1234;
 
+/// Burn's CPU random generator is process-wide: these tests seed it and rely
+/// on the draws that follow, so they run one at a time.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng() -> std::sync::MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn fresh(device: &Device) -> (Mlp, ModuleOptimizer) {
     device.seed(SEED);
     (MlpConfig::new(vec![8, 32, 32, 1]).with_dropout(0.1).init(device), optim::adamw(0.01).init())
@@ -59,6 +67,7 @@ fn temp(name: &str) -> PathBuf {
 
 #[test]
 fn resume_is_bit_identical() {
+    let _rng = rng();
     let device = Device::flex().autodiff();
     let (m, o) = fresh(&device);
     let (straight, _) = train(m, o, 0, 20, &device);
@@ -81,6 +90,7 @@ fn resume_is_bit_identical() {
 
 #[test]
 fn keeps_the_last_n_and_falls_back_from_a_corrupt_newest() {
+    let _rng = rng();
     let device = Device::flex().autodiff();
     let dir = temp("fallback");
     let ckpt = Checkpointer::new(&dir, 3).unwrap();
@@ -143,6 +153,7 @@ fn kill_after(dir: &Path, millis: u64) {
 
 #[test]
 fn survives_sigkill_during_writes() {
+    let _rng = rng();
     let device = Device::flex().autodiff();
     let dir = temp("sigkill");
     let ckpt = Checkpointer::new(&dir, 2).unwrap();
