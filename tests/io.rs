@@ -1,5 +1,7 @@
 //! Safetensors loading: PyTorch layouts, strict reporting, bad files.
 
+mod common;
+
 use ember::burn::module::Module;
 use ember::burn::nn::{Linear, LinearConfig};
 use ember::burn::tensor::{Device, Tensor};
@@ -161,6 +163,7 @@ mod pytorch_roundtrip {
     //! the same state dict again (keys, shapes, dtypes, values), which is what
     //! `load_state_dict(strict=True)` checks.
     use super::*;
+    use crate::common::{export_dir, write_output};
     use ember::models::cnn::SmallCnnConfig;
     use ember::models::mlp::MlpConfig;
 
@@ -181,24 +184,6 @@ mod pytorch_roundtrip {
             // F32_REDUCE of the parity suite: rtol 1e-5, atol 1e-6.
             assert!((x - y).abs() <= 1e-6 + 1e-5 * y.abs(), "{x} vs PyTorch {y}");
         }
-    }
-
-    /// Where exports are left for `tools/reference/check_exports.py`, which
-    /// `.ci/run` runs after `cargo test` to load them in PyTorch.
-    pub(crate) fn export_dir() -> std::path::PathBuf {
-        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ember-exports");
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    /// Writes Ember's output for the Python check.
-    fn save_output(name: &str, output: Tensor<2>) {
-        let dims = output.dims();
-        let values = output.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, dims.to_vec(), &bytes).unwrap();
-        let file = safetensors::serialize([("output", view)], None).unwrap();
-        std::fs::write(export_dir().join(format!("{name}_ember_output.safetensors")), file).unwrap();
     }
 
     /// Ember's export must hold exactly the PyTorch state dict under `prefix`.
@@ -238,7 +223,7 @@ mod pytorch_roundtrip {
         let (model, report) = load_safetensors(model, FIXTURE, &options).unwrap();
         assert_eq!(report.applied.len(), 4);
         let output = model.forward(fixture_tensor("mlp.input"));
-        save_output("mlp", output.clone());
+        write_output("mlp_ember_output.safetensors", output.clone());
         assert_close(output, fixture_tensor("mlp.output"));
         let back = vec![(r"^layers\.0\.".into(), "0.".into()), (r"^layers\.1\.".into(), "2.".into())];
         assert_export_matches(&model, "mlp", back);
@@ -255,7 +240,7 @@ mod pytorch_roundtrip {
         assert_eq!(report.applied.len(), 6);
         let x: Tensor<4> = fixture_tensor("cnn.input");
         let output = model.forward(x);
-        save_output("cnn", output.clone());
+        write_output("cnn_ember_output.safetensors", output.clone());
         assert_close(output, fixture_tensor("cnn.output"));
         assert_export_matches(&model, "cnn", vec![]);
     }

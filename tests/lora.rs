@@ -5,9 +5,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use common::*;
 use ember::burn::module::Module;
 use ember::burn::tensor::{Device, Int, Tensor, TensorData};
@@ -18,22 +15,13 @@ use ember::models::sentence::SentenceEncoder;
 /// Forward values and gradients of A/B in f32 (the acceptance bound).
 const PEFT_F32: Tol = Tol { name: "PEFT_F32", rtol: 0.0, atol: 1e-5 };
 
-fn model_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("EMBER_MINILM_DIR") {
-        return PathBuf::from(dir);
-    }
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tools/fetch-models.sh")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
-
 const ADAPTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/peft_adapter");
 
 #[test]
 fn peft_adapter_forward_gradients_and_save() {
     let f = Fixture::load("peft_lora.safetensors");
     let device = Device::flex().autodiff();
-    let encoder = SentenceEncoder::from_dir(model_dir(), &device).unwrap();
+    let encoder = SentenceEncoder::from_dir(minilm_dir(), &device).unwrap();
     let mut config = None;
     let encoder = encoder
         .try_map_model(|m| {
@@ -53,16 +41,7 @@ fn peft_adapter_forward_gradients_and_save() {
     assert_eq!(mask_values.len(), b * l);
     let emb = l2_normalize(mean_pool(encoder.model().forward(ids, mask.clone()), mask));
     assert_tensor(&f, "embeddings", emb.clone(), PEFT_F32);
-    let export_dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ember-exports");
-    std::fs::create_dir_all(&export_dir).unwrap();
-    {
-        let dims = emb.dims();
-        let values = emb.clone().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, dims.to_vec(), &bytes).unwrap();
-        let file = safetensors::serialize([("output", view)], None).unwrap();
-        std::fs::write(export_dir.join("adapter_ember_output.safetensors"), file).unwrap();
-    }
+    write_output("adapter_ember_output.safetensors", emb.clone());
 
     let grads = (emb * f.tensor::<2>("R", &device)).sum().backward();
     let mut checked = 0;
@@ -87,7 +66,7 @@ fn peft_adapter_forward_gradients_and_save() {
     // Ember's adapter file is peft's, tensor for tensor. It is left in the
     // target directory for tools/reference/check_exports.py (run by .ci/run),
     // which loads it with peft.
-    let out = export_dir.join("adapter");
+    let out = export_dir().join("adapter");
     save_peft_adapter(&encoder.model().clone().valid(), &config, &out).unwrap();
     let written = std::fs::read(out.join("adapter_model.safetensors")).unwrap();
     let config_json: serde_json::Value =
@@ -116,7 +95,7 @@ fn fresh_lora_leaves_the_model_unchanged_and_trains_only_adapters() {
     use ember::runtime::params::parameters;
     use ember::runtime::peft::LoraConfig;
     let device = Device::flex().autodiff();
-    let encoder = SentenceEncoder::from_dir(model_dir(), &device).unwrap();
+    let encoder = SentenceEncoder::from_dir(minilm_dir(), &device).unwrap();
     let before = encoder.encode(&["Turn on the lights"], 1).unwrap();
     let config = LoraConfig::new(8).with_alpha(16.0).with_target_modules(vec!["query".into(), "value".into()]);
     let encoder = encoder.try_map_model(|m| Ok(m.with_lora(&config, &device))).unwrap();

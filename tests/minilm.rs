@@ -8,9 +8,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use common::*;
 use ember::burn::tensor::Device;
 use ember::models::sentence::SentenceEncoder;
@@ -18,16 +15,6 @@ use ember::models::sentence::SentenceEncoder;
 /// Embeddings and cosine similarities in f32: sentence-transformers' own
 /// batch-order differences move values by ~1e-6; the acceptance bound is 1e-4.
 const MINILM_F32: Tol = Tol { name: "MINILM_F32", rtol: 0.0, atol: 1e-4 };
-
-fn model_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("EMBER_MINILM_DIR") {
-        return PathBuf::from(dir);
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/fetch-models.sh");
-    let out = Command::new(&script).output().unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
-}
 
 fn sentences(fixture_path: &str) -> Vec<String> {
     let bytes = std::fs::read(fixture_path).unwrap();
@@ -42,7 +29,7 @@ fn minilm_embeddings_match_sentence_transformers() {
     let f = Fixture::load("minilm_embeddings.safetensors");
     let texts = sentences(fixture_path);
     assert!(texts.len() >= 30);
-    let encoder = SentenceEncoder::from_dir(model_dir(), &Device::flex()).expect("model loads");
+    let encoder = SentenceEncoder::from_dir(minilm_dir(), &Device::flex()).expect("model loads");
     assert_eq!(encoder.dim(), 384);
     assert_eq!(encoder.max_seq_length(), 256);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -83,7 +70,7 @@ fn minilm_embeddings_match_sentence_transformers() {
 
 #[test]
 fn model_dir_without_tokenizer_is_a_clear_error() {
-    let src = model_dir();
+    let src = minilm_dir();
     let dir = std::env::temp_dir().join(format!("ember-no-tokenizer-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
@@ -97,7 +84,7 @@ fn model_dir_without_tokenizer_is_a_clear_error() {
 fn minilm_with_f16_weights_computed_in_f32() {
     use ember::models::bert::HF_REMAP_EXPORT;
     use ember::runtime::io::{SaveOptions, save_safetensors};
-    let src = model_dir();
+    let src = minilm_dir();
     let f = Fixture::load("minilm_embeddings.safetensors");
     let fixture_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm_embeddings.safetensors");
     let texts = sentences(fixture_path);
@@ -138,12 +125,10 @@ fn minilm_with_f16_weights_computed_in_f32() {
 fn minilm_export_reproduces_the_checkpoint() {
     use ember::models::bert::HF_REMAP_EXPORT;
     use ember::runtime::io::{SaveOptions, save_safetensors};
-    let src = model_dir();
+    let src = minilm_dir();
     let encoder = SentenceEncoder::from_dir(&src, &Device::flex()).unwrap();
     // Left in the target directory for tools/reference/check_exports.py.
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ember-exports");
-    std::fs::create_dir_all(&dir).unwrap();
-    let out = dir.join("minilm.safetensors");
+    let out = export_dir().join("minilm.safetensors");
     let options = SaveOptions { remap: vec![(HF_REMAP_EXPORT.0.into(), HF_REMAP_EXPORT.1.into())], ..Default::default() };
     save_safetensors(encoder.model(), &out, &options).unwrap();
     let exported = std::fs::read(&out).unwrap();

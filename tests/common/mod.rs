@@ -8,6 +8,36 @@ use ember::burn::module::{Module, ModuleMapper, Param};
 use ember::burn::tensor::{DType, Device, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
+/// The all-MiniLM-L6-v2 directory: `$EMBER_MINILM_DIR`, or what
+/// `tools/fetch-models.sh` prints (it downloads the model when it is not
+/// cached, so tests needing the model never skip).
+pub fn minilm_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("EMBER_MINILM_DIR") {
+        return PathBuf::from(dir);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/fetch-models.sh");
+    let out = std::process::Command::new(&script).output().unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// Where tests leave exports for `tools/reference/check_exports.py`, which
+/// `.ci/run` runs after `cargo test` to load them in PyTorch.
+pub fn export_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ember-exports");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Writes `output` as the single tensor `output` of `export_dir()/{name}`.
+pub fn write_output(name: &str, output: Tensor<2>) {
+    let dims = output.dims();
+    let values = output.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(Dtype::F32, dims.to_vec(), &bytes).unwrap();
+    std::fs::write(export_dir().join(name), safetensors::serialize([("output", view)], None).unwrap()).unwrap();
+}
+
 /// A safetensors fixture from `tests/fixtures/`.
 pub struct Fixture {
     name: String,
