@@ -31,45 +31,30 @@ use burn::tensor::Bytes;
 
 use crate::Error;
 
-/// Everything besides model and optimizer that a resumed run needs.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct TrainState {
-    /// Optimizer steps taken.
-    pub step: u64,
-    /// Completed epochs.
-    pub epoch: u64,
-    /// Position of the data loader in the current epoch (batches consumed).
-    pub data_position: u64,
-    /// Steps taken by the learning-rate scheduler.
-    pub scheduler_steps: u64,
-    /// Base seed of the run's randomness.
-    pub rng_seed: u64,
+pub use crate::train::TrainState;
+
+fn state_to_text(s: TrainState) -> String {
+    format!(
+        "step={}\nepoch={}\ndata_position={}\nscheduler_steps={}\nrng_seed={}\n",
+        s.step, s.epoch, s.data_position, s.scheduler_steps, s.rng_seed
+    )
 }
 
-impl TrainState {
-    fn to_text(self) -> String {
-        format!(
-            "step={}\nepoch={}\ndata_position={}\nscheduler_steps={}\nrng_seed={}\n",
-            self.step, self.epoch, self.data_position, self.scheduler_steps, self.rng_seed
-        )
-    }
-
-    fn from_text(text: &str) -> Option<Self> {
-        let mut s = TrainState::default();
-        for line in text.lines().filter(|l| !l.is_empty()) {
-            let (k, v) = line.split_once('=')?;
-            let v: u64 = v.parse().ok()?;
-            match k {
-                "step" => s.step = v,
-                "epoch" => s.epoch = v,
-                "data_position" => s.data_position = v,
-                "scheduler_steps" => s.scheduler_steps = v,
-                "rng_seed" => s.rng_seed = v,
-                _ => return None,
-            }
+fn state_from_text(text: &str) -> Option<TrainState> {
+    let mut s = TrainState::default();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let (k, v) = line.split_once('=')?;
+        let v: u64 = v.parse().ok()?;
+        match k {
+            "step" => s.step = v,
+            "epoch" => s.epoch = v,
+            "data_position" => s.data_position = v,
+            "scheduler_steps" => s.scheduler_steps = v,
+            "rng_seed" => s.rng_seed = v,
+            _ => return None,
         }
-        Some(s)
     }
+    Some(s)
 }
 
 /// A run restored from a checkpoint.
@@ -149,7 +134,7 @@ impl Checkpointer {
         let record = |e: burn::store::RecordError| Error::Io { path: tmp.display().to_string(), message: e.to_string() };
         let model_bytes = model.clone().into_record().into_bytes().map_err(record)?;
         let optim_bytes = optimizer.into_bytes().map_err(record)?;
-        let state_text = state.to_text();
+        let state_text = state_to_text(*state);
         let contents: [&[u8]; 3] = [&model_bytes, &optim_bytes, state_text.as_bytes()];
         let mut manifest = String::new();
         for (file, bytes) in FILES.iter().zip(contents) {
@@ -220,7 +205,7 @@ impl Checkpointer {
                 }
             };
             let [model_bytes, optim_bytes, state_text] = files;
-            let Some(state) = core::str::from_utf8(&state_text).ok().and_then(TrainState::from_text) else {
+            let Some(state) = core::str::from_utf8(&state_text).ok().and_then(state_from_text) else {
                 skipped.push(format!("{}: state.txt is not a training state", path.display()));
                 continue;
             };

@@ -41,6 +41,19 @@ pub enum Error {
         /// Tensors whose shape differs, with both shapes.
         mismatched: Vec<String>,
     },
+    /// Training kept producing non-finite losses or gradients after the
+    /// allowed number of rollbacks.
+    Diverged {
+        /// The step at which the run gave up.
+        step: u64,
+        /// Rollbacks done before giving up.
+        rollbacks: usize,
+    },
+    /// Training or evaluation data failed its checks; every problem is listed.
+    Data {
+        /// One line per problem.
+        problems: Vec<String>,
+    },
     /// An argument was out of its valid range.
     InvalidArgument {
         /// What was wrong.
@@ -57,6 +70,17 @@ impl fmt::Display for Error {
             ),
             Error::NonFiniteGradNorm { total_norm, path: None } => {
                 write!(f, "the total gradient norm is {total_norm}")
+            }
+            Error::Diverged { step, rollbacks } => write!(
+                f,
+                "training diverged: non-finite losses or gradients at step {step} after {rollbacks} rollbacks to the last good checkpoint (lower the learning rate, clip gradients, or check the data)"
+            ),
+            Error::Data { problems } => {
+                write!(f, "the data failed its checks ({} problems)", problems.len())?;
+                for p in problems {
+                    write!(f, "\n  {p}")?;
+                }
+                Ok(())
             }
             Error::InvalidArgument { message } => write!(f, "invalid argument: {message}"),
             Error::Io { path, message } => write!(f, "{path}: {message}"),

@@ -19,7 +19,15 @@
 //!   strict loading that lists every problem, atomic writes.
 //! * [`peft`]: LoRA as `x·A·B` (never the dense ΔW in training), merge/unmerge,
 //!   peft-compatible names.
+//! * [`data`]: checks of training data before training (non-finite
+//!   features, empty inputs, label range, class balance).
+//! * [`freeze`]: freezing by parameter path; LoRA-only, bias-only and
+//!   head-only training.
+//! * [`lr_find`]: the learning-rate range test.
 //! * [`params`]: walking a module's parameters by path.
+//! * [`train`]: the training loop as a library ([`train::Trainer`]): gradient
+//!   accumulation, evaluation, early stopping, callbacks, anomaly detection
+//!   with rollback, checkpoints and resumption.
 //!
 //! The crate is `#![no_std]` with `alloc`; the `std` feature (on by default)
 //! only adds conveniences (Burn's `LrScheduler` adapter, `std::error::Error`
@@ -34,8 +42,11 @@ extern crate std;
 #[cfg(feature = "std")]
 pub mod checkpoint;
 pub mod clip;
+pub mod data;
 pub mod diagnostics;
+pub mod freeze;
 pub mod loss;
+pub mod lr_find;
 mod error;
 #[cfg(feature = "std")]
 pub mod io;
@@ -43,6 +54,7 @@ pub mod optim;
 pub mod params;
 pub mod peft;
 pub mod schedule;
+pub mod train;
 
 pub use error::Error;
 
