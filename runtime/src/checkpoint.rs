@@ -1,7 +1,10 @@
 //! Crash-safe training checkpoints (std only).
 //!
 //! A checkpoint is a directory `step-{step:010}` holding the model record
-//! (`model.bpk`, Burn's burnpack format, every parameter and buffer by path),
+//! (`model.bpk`, Burn's burnpack format, every parameter and buffer by path;
+//! or, with [`Checkpointer::trainable_only`], `trainable.bpk` holding only the
+//! parameters that train — a LoRA checkpoint of MiniLM is then 0.6 MB
+//! instead of 91 MB),
 //! the optimizer state (`optimizer.bpk`), the training state (`state.txt`:
 //! step, epoch, data-loader position, scheduler steps, RNG seed) and a
 //! `MANIFEST` with the size and FNV-1a hash of each file, written last.
@@ -26,10 +29,11 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use burn::store::ModuleRecord;
+use burn::store::{BurnpackStore, ModuleRecord, ModuleSnapshot, PathFilter};
 use burn::tensor::Bytes;
 
 use crate::Error;
+use crate::freeze::trainable_paths;
 
 pub use crate::train::TrainState;
 
@@ -76,6 +80,7 @@ pub struct Resumed<M> {
 pub struct Checkpointer {
     dir: PathBuf,
     keep_last: usize,
+    trainable_only: bool,
 }
 
 fn fnv1a(bytes: &[u8]) -> u64 {
@@ -98,13 +103,24 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 }
 
 const FILES: [&str; 3] = ["model.bpk", "optimizer.bpk", "state.txt"];
+const TRAINABLE_FILE: &str = "trainable.bpk";
 
 impl Checkpointer {
     /// Checkpoints in `dir` (created if needed), keeping the `keep_last` newest.
     pub fn new(dir: impl Into<PathBuf>, keep_last: usize) -> Result<Self, Error> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        Ok(Self { dir, keep_last: keep_last.max(1) })
+        Ok(Self { dir, keep_last: keep_last.max(1), trainable_only: false })
+    }
+
+    /// Stores only parameters with `require_grad` (adapters, a head, unfrozen
+    /// layers). Frozen parameters and buffers are not written: on resume they
+    /// come from the model passed to [`Checkpointer::resume`], which must be
+    /// built the same way (e.g. from the same pretrained weights). Not for
+    /// models with running statistics (batch norm) that change in training.
+    pub fn trainable_only(mut self, yes: bool) -> Self {
+        self.trainable_only = yes;
+        self
     }
 
     /// Steps and paths of the checkpoint directories present, oldest first
@@ -132,12 +148,21 @@ impl Checkpointer {
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
         let record = |e: burn::store::RecordError| Error::Io { path: tmp.display().to_string(), message: e.to_string() };
-        let model_bytes = model.clone().into_record().into_bytes().map_err(record)?;
+        let model_bytes = if self.trainable_only {
+            let paths: Vec<String> = trainable_paths(model).into_iter().filter(|(_, t)| *t).map(|(p, _)| p).collect();
+            let mut store = BurnpackStore::from_bytes(None).with_filter(PathFilter::new().with_full_paths(paths));
+            let pack = |e: burn::store::burn_pack::Error| Error::Io { path: tmp.display().to_string(), message: e.to_string() };
+            model.save_into(&mut store).map_err(pack)?;
+            store.get_bytes().map_err(pack)?
+        } else {
+            model.clone().into_record().into_bytes().map_err(record)?
+        };
+        let model_file = if self.trainable_only { TRAINABLE_FILE } else { FILES[0] };
         let optim_bytes = optimizer.into_bytes().map_err(record)?;
         let state_text = state_to_text(*state);
         let contents: [&[u8]; 3] = [&model_bytes, &optim_bytes, state_text.as_bytes()];
         let mut manifest = String::new();
-        for (file, bytes) in FILES.iter().zip(contents) {
+        for (file, bytes) in [model_file, FILES[1], FILES[2]].into_iter().zip(contents) {
             write_synced(&tmp.join(file), bytes)?;
             manifest.push_str(&format!("{file} {} {:016x}\n", bytes.len(), fnv1a(bytes)));
         }
@@ -170,10 +195,12 @@ impl Checkpointer {
     }
 
     /// Reads and verifies one checkpoint's files.
-    fn read_verified(path: &Path) -> Result<[Vec<u8>; 3], String> {
+    fn read_verified(path: &Path) -> Result<([Vec<u8>; 3], bool), String> {
         let manifest = std::fs::read_to_string(path.join("MANIFEST")).map_err(|e| format!("MANIFEST: {e}"))?;
+        let trainable = manifest.lines().any(|l| l.split(' ').next() == Some(TRAINABLE_FILE));
+        let files = [if trainable { TRAINABLE_FILE } else { FILES[0] }, FILES[1], FILES[2]];
         let mut out: [Vec<u8>; 3] = Default::default();
-        for (i, file) in FILES.iter().enumerate() {
+        for (i, file) in files.iter().enumerate() {
             let line = manifest.lines().find(|l| l.split(' ').next() == Some(file)).ok_or(format!("MANIFEST lacks {file}"))?;
             let mut parts = line.split(' ').skip(1);
             let size: usize = parts.next().and_then(|s| s.parse().ok()).ok_or("bad MANIFEST")?;
@@ -187,7 +214,7 @@ impl Checkpointer {
             }
             out[i] = bytes;
         }
-        Ok(out)
+        Ok((out, trainable))
     }
 
     /// Restores the newest valid checkpoint into `model` and `optimizer`
@@ -204,14 +231,27 @@ impl Checkpointer {
                     continue;
                 }
             };
-            let [model_bytes, optim_bytes, state_text] = files;
+            let ([model_bytes, optim_bytes, state_text], trainable_only) = files;
             let Some(state) = core::str::from_utf8(&state_text).ok().and_then(state_from_text) else {
                 skipped.push(format!("{}: state.txt is not a training state", path.display()));
                 continue;
             };
-            let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes))
-                .map_err(|e| io(&path.join("model.bpk"), e))?;
-            let model = model.try_load_record(record).map_err(|e| io(&path.join("model.bpk"), e))?;
+            let model = if trainable_only {
+                let file = path.join(TRAINABLE_FILE);
+                let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(model_bytes))).allow_partial(true);
+                let mut model = model;
+                let result = model.load_from(&mut store).map_err(|e| io(&file, e))?;
+                if !result.errors.is_empty() || !result.unused.is_empty() {
+                    let mut problems: Vec<String> = result.errors.iter().map(|e| format!("{e}")).collect();
+                    problems.extend(result.unused.iter().map(|p| format!("{p}: not a parameter of the model")));
+                    return Err(io(&file, format!("the checkpoint does not fit the model: {}", problems.join("; "))));
+                }
+                model
+            } else {
+                let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes))
+                    .map_err(|e| io(&path.join("model.bpk"), e))?;
+                model.try_load_record(record).map_err(|e| io(&path.join("model.bpk"), e))?
+            };
             let optimizer = optimizer.from_bytes(Bytes::from_bytes_vec(optim_bytes)).map_err(|e| io(&path.join("optimizer.bpk"), e))?;
             return Ok(Some(Resumed { model, optimizer, state, path, skipped }));
         }

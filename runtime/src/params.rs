@@ -111,3 +111,20 @@ pub fn scale_grads<M: Module>(module: &M, grads: &mut GradientsParams, factor: f
     }
     module.visit(&mut Scale { grads, factor });
 }
+
+/// `module` with every lazily initialised parameter given its value now.
+///
+/// Burn draws a parameter's initial value on first use, from the device RNG
+/// as it is at that moment. A run that seeds the RNG per step, or restores
+/// only some parameters from a checkpoint, must fix the others first, or they
+/// would be drawn at a different point of the random stream in a resumed run.
+/// Float parameters keep their id and `require_grad`.
+pub fn materialize<M: Module>(module: M) -> M {
+    struct Materialize;
+    impl burn::module::ModuleMapper for Materialize {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if param.is_initialized() { param } else { param.map(|t| t) }
+        }
+    }
+    module.map(&mut Materialize)
+}

@@ -74,7 +74,7 @@ use burn::tensor::{Device, Int, Tensor};
 use crate::Error;
 use crate::clip::{GlobalNormClip, NormType, global_norm_of, tensor_is_finite};
 use crate::diagnostics::{GradMonitor, GradWarning};
-use crate::params::parameters;
+use crate::params::{materialize, parameters};
 use crate::schedule::Schedule;
 
 /// Everything besides model and optimizer that a resumed run needs.
@@ -602,6 +602,9 @@ impl<'a, M: Module> Trainer<'a, M> {
         let total_steps = c.max_steps.unwrap_or(steps_per_epoch * c.epochs as u64);
         let eval_device = self.device.clone().without_autodiff();
         let mut state = TrainState { rng_seed: c.seed, ..Default::default() };
+        // Lazily initialised parameters take their values here, not at the
+        // first step (whose RNG seed depends on the step it starts from).
+        model = materialize(model);
 
         #[cfg(feature = "std")]
         if self.resume
@@ -669,7 +672,7 @@ impl<'a, M: Module> Trainer<'a, M> {
                         cb.on_gradients(step, &model, &mut grads);
                     }
                     grad_norm = match &c.clip {
-                        Some(clip) => clip.clone().with_error_if_nonfinite(false).clip(&model, &mut grads)?,
+                        Some(clip) => (*clip).with_error_if_nonfinite(false).clip(&model, &mut grads)?,
                         None => f64::from(global_norm_of(
                             parameters(&model, Some(&grads)).into_iter().filter_map(|e| e.grad),
                             NormType::L2,
@@ -714,12 +717,12 @@ impl<'a, M: Module> Trainer<'a, M> {
                 }
                 state.step += 1;
                 state.scheduler_steps += 1;
-                let end_of_epoch = state.step % steps_per_epoch == 0;
+                let end_of_epoch = state.step.is_multiple_of(steps_per_epoch);
                 state.epoch = state.step / steps_per_epoch;
                 state.data_position = if end_of_epoch { 0 } else { ((g + 1) * c.grad_accumulation) as u64 };
                 let done = state.step >= total_steps;
 
-                let eval_now = end_of_epoch || done || c.eval_every.is_some_and(|n| n > 0 && state.step % n == 0);
+                let eval_now = end_of_epoch || done || c.eval_every.is_some_and(|n| n > 0 && state.step.is_multiple_of(n));
                 if eval_now && let Some(valid) = valid {
                     let mut record = evaluate(&model.valid(), valid, c.batch_size, &eval_device, &forward)?;
                     record.step = state.step;
@@ -744,7 +747,7 @@ impl<'a, M: Module> Trainer<'a, M> {
                     }
                 }
 
-                let checkpoint_now = end_of_epoch || done || c.checkpoint_every.is_some_and(|n| n > 0 && state.step % n == 0);
+                let checkpoint_now = end_of_epoch || done || c.checkpoint_every.is_some_and(|n| n > 0 && state.step.is_multiple_of(n));
                 if checkpoint_now {
                     #[cfg(feature = "std")]
                     if let Some(ckpt) = &self.checkpointer {

@@ -5,8 +5,10 @@
 //! * `ember embed --model DIR [--format json] [--batch-size N] TEXT...` —
 //!   sentence embeddings (`-` reads one text per line from stdin).
 //!
-//! * `ember finetune` — LoRA fine-tuning with a classification head; with no
-//!   arguments, all-MiniLM-L6-v2 on the shipped intent dataset.
+//! * `ember finetune` — training on the device: with no arguments, LoRA
+//!   fine-tuning of all-MiniLM-L6-v2 with a classification head on the
+//!   shipped intent dataset; `--task digits` trains on the 8×8 digits;
+//!   `--config FILE.toml`, `--resume`, `--lr-find`.
 //! * `ember bench embed --model DIR` — Ember against sentence-transformers on
 //!   torch CPU in the same run (needs the Python packages of
 //!   `tools/reference/requirements.txt`).
@@ -23,6 +25,7 @@ use ember_models::sentence::SentenceEncoder;
 
 mod bench;
 mod finetune;
+mod plot;
 
 #[derive(Parser)]
 #[command(name = "ember", version, about = "Run and fine-tune small neural networks on the device.")]
@@ -63,39 +66,22 @@ enum Command {
         #[arg(required = true)]
         texts: Vec<String>,
     },
-    /// Fine-tune a sentence encoder (LoRA + classification head) on labelled
-    /// text; with no arguments, all-MiniLM-L6-v2 on the shipped intent data.
+    /// Fine-tune on the device. With no arguments: all-MiniLM-L6-v2 with LoRA
+    /// and a classification head on the shipped intent data; `--task digits`
+    /// trains an MLP or CNN on the 8×8 digits from scratch.
     Finetune {
-        /// Model directory (default: all-MiniLM-L6-v2 from the model cache).
+        #[command(flatten)]
+        settings: finetune::Settings,
+        /// TOML file with settings (keys as the flags, with `_`); flags win.
         #[arg(long)]
-        model: Option<PathBuf>,
-        /// Training data, JSONL (`{"text":…,"label":…}`) or CSV (`text,label`).
-        #[arg(long, default_value = "data/intents/train.jsonl")]
-        train: PathBuf,
-        /// Held-out data, same format.
-        #[arg(long, default_value = "data/intents/test.jsonl")]
-        test: PathBuf,
-        /// Output directory.
-        #[arg(long, default_value = "runs/finetune")]
-        out: PathBuf,
-        /// Epochs.
-        #[arg(long, default_value_t = 4)]
-        epochs: usize,
-        /// Examples per step.
-        #[arg(long, default_value_t = 16)]
-        batch_size: usize,
-        /// Peak learning rate (AdamW, warm-up then cosine).
-        #[arg(long, default_value_t = 2e-3)]
-        lr: f64,
-        /// LoRA rank (alpha = 2·rank, on query and value).
-        #[arg(long, default_value_t = 8)]
-        rank: usize,
-        /// Seed of initialisation, data order and dropout.
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
+        config: Option<PathBuf>,
         /// Continue from the newest valid checkpoint in OUT/checkpoints.
         #[arg(long)]
         resume: bool,
+        /// Run the learning-rate range test (writes lr_find.csv, lr_find.png)
+        /// instead of training.
+        #[arg(long)]
+        lr_find: bool,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -205,8 +191,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect { file, format } => inspect(&file, format),
         Command::Embed { model, format, batch_size, texts } => embed(&model, format, batch_size, texts),
-        Command::Finetune { model, train, test, out, epochs, batch_size, lr, rank, seed, resume, quiet } => {
-            finetune::run(finetune::Options { model, train, test, out, epochs, batch_size, lr, rank, seed, resume, quiet })
+        Command::Finetune { settings, config, resume, lr_find, quiet } => {
+            finetune::run(finetune::Options { flags: settings, config, resume, lr_find, quiet })
         }
         Command::Bench { workload: BenchWorkload::Embed { model, iters, warmup, torch_script, json } } => {
             bench::embed(&model, iters, warmup, &torch_script, json.as_ref())

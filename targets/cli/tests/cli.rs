@@ -104,3 +104,116 @@ fn finetune_rejects_unknown_test_labels() {
     assert!(!ok);
     assert!(err.contains("test.jsonl:1") && err.contains("label `y`"), "{err}");
 }
+
+fn repo(path: &str) -> String {
+    format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn temp_out(name: &str) -> std::path::PathBuf {
+    let out = std::env::temp_dir().join(format!("ember-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    out
+}
+
+fn accuracies(stdout: &str) -> (f64, f64) {
+    let line = stdout.lines().find(|l| l.starts_with("held-out accuracy")).expect(stdout);
+    let numbers: Vec<f64> = line.split(|c: char| !(c.is_ascii_digit() || c == '.')).filter_map(|s| s.parse().ok()).collect();
+    (numbers[0], numbers[1])
+}
+
+fn is_png(path: &std::path::Path) -> bool {
+    std::fs::read(path).is_ok_and(|b| b.len() > 1000 && b.starts_with(b"\x89PNG\r\n\x1a\n"))
+}
+
+/// The second built-in task: the digits MLP from scratch reaches ≥ 95 %
+/// held-out accuracy, and the run draws its curves.
+#[test]
+fn digits_task_reaches_95_percent() {
+    let out = temp_out("digits");
+    let (ok, stdout, stderr) = ember(&[
+        "finetune", "--quiet", "--task", "digits",
+        "--train", &repo("data/digits/train.csv"), "--test", &repo("data/digits/test.csv"),
+        "--out", out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let (before, after) = accuracies(&stdout);
+    assert!(before < 20.0 && after >= 95.0, "{stdout}");
+    assert!(is_png(&out.join("curves.png")));
+    assert!(out.join("model.safetensors").is_file());
+    std::fs::remove_dir_all(&out).ok();
+}
+
+/// Settings from a TOML file, flags winning over it; unknown keys rejected.
+#[test]
+fn finetune_reads_a_toml_config_and_flags_override_it() {
+    let out = temp_out("config");
+    std::fs::create_dir_all(&out).unwrap();
+    let config = out.join("ember.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "task = \"digits\"\nepochs = 3\nbatch_size = 64\nmode = \"head\"\ntrain = {:?}\ntest = {:?}\nout = {:?}\n",
+            repo("data/digits/train.csv"),
+            repo("data/digits/test.csv"),
+            out.join("run").to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = ember(&["finetune", "--quiet", "--config", config.to_str().unwrap(), "--epochs", "1"]);
+    assert!(ok, "{stderr}");
+    // 1347 images / 64 = 22 steps: one epoch (the flag), batch 64 (the file).
+    assert!(stdout.contains("steps 0..22 "), "{stdout}");
+    // Head only: the last layer (64·10 + 10 parameters).
+    assert!(stdout.contains("trainable parameters: 650 of 17226"), "{stdout}");
+    assert!(out.join("run/metrics.jsonl").is_file());
+
+    std::fs::write(&config, "task = \"digits\"\nepoch = 3\n").unwrap();
+    let (ok, _, stderr) = ember(&["finetune", "--quiet", "--config", config.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("ember.toml") && stderr.contains("epoch"), "{stderr}");
+    std::fs::remove_dir_all(&out).ok();
+}
+
+#[test]
+fn lr_find_writes_the_curve_and_a_suggestion() {
+    let out = temp_out("lrfind");
+    let (ok, stdout, stderr) = ember(&[
+        "finetune", "--quiet", "--task", "digits", "--lr-find",
+        "--train", &repo("data/digits/train.csv"), "--test", &repo("data/digits/test.csv"),
+        "--out", out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let line = stdout.lines().find(|l| l.starts_with("suggested learning rate")).expect(&stdout);
+    let lr: f64 = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(lr > 1e-5 && lr < 1.0, "{line}");
+    let csv = std::fs::read_to_string(out.join("lr_find.csv")).unwrap();
+    assert!(csv.starts_with("lr,loss,smoothed") && csv.lines().count() > 20);
+    assert!(is_png(&out.join("lr_find.png")));
+    std::fs::remove_dir_all(&out).ok();
+}
+
+/// Data checks run before training and name the row.
+#[test]
+fn bad_training_data_is_reported_before_training() {
+    let out = temp_out("baddata");
+    std::fs::create_dir_all(&out).unwrap();
+    let digits = std::fs::read_to_string(repo("data/digits/train.csv")).unwrap();
+    let mut lines: Vec<String> = digits.lines().take(40).map(String::from).collect();
+    lines[3] = lines[3].replacen("0,", "nan,", 1);
+    lines[5] = format!("{},12", lines[5].rsplit_once(',').unwrap().0);
+    std::fs::write(out.join("train.csv"), lines.join("\n")).unwrap();
+    let (ok, _, stderr) = ember(&[
+        "finetune", "--quiet", "--task", "digits", "--train", out.join("train.csv").to_str().unwrap(),
+        "--test", &repo("data/digits/test.csv"), "--out", out.join("run").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("row 2 column 0 is NaN") && stderr.contains("row 4 has label 12"), "{stderr}");
+    assert!(!out.join("run/metrics.jsonl").exists(), "training must not start");
+
+    std::fs::write(out.join("train.jsonl"), "{\"text\":\"lights on\",\"label\":\"a\"}\n{\"text\":\"  \",\"label\":\"b\"}\n").unwrap();
+    let (ok, _, stderr) = ember(&[
+        "finetune", "--quiet", "--model", "/nonexistent", "--train", out.join("train.jsonl").to_str().unwrap(),
+        "--test", out.join("train.jsonl").to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("1 empty inputs: row 1"), "{stderr}");
+    std::fs::remove_dir_all(&out).ok();
+}
