@@ -366,6 +366,14 @@ fn head_only_and_bias_only_train_only_those_parameters() {
         let changed: Vec<bool> = before.iter().zip(&after).map(|(a, b)| a != b).collect();
         assert_eq!(changed, trained, "{mode:?}");
     }
+    // Freezing by path pattern, on top of an earlier choice.
+    let (m, _) = fresh(&device);
+    let m = ember::runtime::freeze::freeze_matching(m, &[r"^layers\.0\.", r"\.bias$"]).unwrap();
+    let trainable: Vec<String> =
+        ember::runtime::freeze::trainable_paths(&m).into_iter().filter(|(_, t)| *t).map(|(p, _)| p).collect();
+    assert_eq!(trainable, ["layers.1.weight", "layers.2.weight"]);
+    let err = ember::runtime::freeze::freeze_matching(m, &["("]).err().expect("an invalid pattern is an error");
+    assert!(err.to_string().contains("regex") || err.to_string().contains("unclosed"), "{err}");
 }
 
 #[test]

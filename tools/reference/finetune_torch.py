@@ -6,8 +6,11 @@ all-MiniLM-L6-v2 with LoRA (r=8, alpha=16, query/value, no dropout) and a
 linear head over mean-pooled tokens; AdamW (lr 2e-3, weight decay 0.01),
 linear warm-up from 0.1× over the first 10 % of steps then cosine to 1 % of
 the peak, global-norm clipping at 1.0, batch 16 padded to the longest text,
-held-out accuracy before and after. Prints one JSON object with the training
-time, the accuracies and the process's peak RSS. Versions:
+held-out accuracy before and after. Like `ember finetune`, it evaluates on
+the held-out set and writes a checkpoint of what trains (adapter, head,
+optimizer state, step) after every epoch; both are inside the timed training
+loop. Prints one JSON object with the training time, the accuracies and the
+process's peak RSS. Versions:
 tools/reference/requirements.txt.
 """
 
@@ -48,6 +51,7 @@ def main():
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--rank", type=int, default=8)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--out", default=None, help="checkpoint directory (default: a temporary one)")
     args = ap.parse_args()
 
     import torch
@@ -96,8 +100,11 @@ def main():
         ],
         milestones=[warmup],
     )
+    import tempfile
+    out = args.out or tempfile.mkdtemp(prefix="ember-bench-torch-")
+    os.makedirs(out, exist_ok=True)
     start = time.perf_counter()
-    for _ in range(args.epochs):
+    for epoch in range(args.epochs):
         order = torch.randperm(len(train_x)).tolist()
         for i in range(0, len(order), args.batch_size):
             idx = order[i:i + args.batch_size]
@@ -107,6 +114,10 @@ def main():
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
+        accuracy()
+        trainable = {k: v for k, v in encoder.state_dict().items() if "lora_" in k}
+        torch.save({"adapter": trainable, "head": head.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "epoch": epoch + 1}, os.path.join(out, f"epoch-{epoch + 1}.pt"))
     seconds = time.perf_counter() - start
     after = accuracy()
     print(json.dumps({

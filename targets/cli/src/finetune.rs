@@ -580,6 +580,14 @@ fn train_task<M: Module, D: Dataset>(
     }))
 }
 
+/// `model`, or all-MiniLM-L6-v2 from the model cache (fetched if absent).
+pub fn default_model_dir(model: Option<PathBuf>) -> Result<PathBuf, String> {
+    match model {
+        Some(m) => Ok(m),
+        None => default_model(),
+    }
+}
+
 fn default_model() -> Result<PathBuf, String> {
     let out = std::process::Command::new("tools/fetch-models.sh")
         .output()

@@ -10,8 +10,9 @@
 //!   shipped intent dataset; `--task digits` trains on the 8×8 digits;
 //!   `--config FILE.toml`, `--resume`, `--lr-find`.
 //! * `ember bench embed --model DIR` — Ember against sentence-transformers on
-//!   torch CPU in the same run (needs the Python packages of
-//!   `tools/reference/requirements.txt`).
+//!   torch CPU in the same run; `ember bench finetune` — the default
+//!   fine-tuning job against transformers + peft (both need the Python
+//!   packages of `tools/reference/requirements.txt`).
 //!
 //! Errors go to stderr as one clear message with a non-zero exit status.
 
@@ -95,6 +96,22 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchWorkload {
+    /// The default fine-tuning job against transformers + peft: time, peak
+    /// RSS, held-out accuracy (run from the repository root).
+    Finetune {
+        /// Model directory (default: all-MiniLM-L6-v2 from the model cache).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Epochs on each side.
+        #[arg(long, default_value_t = 4)]
+        epochs: usize,
+        /// The PyTorch side.
+        #[arg(long, default_value = "tools/reference/finetune_torch.py")]
+        torch_script: PathBuf,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Sentence-embedding latency (batch 1 and 32), throughput, peak RSS.
     Embed {
         /// Model directory.
@@ -196,6 +213,9 @@ fn main() -> ExitCode {
         }
         Command::Bench { workload: BenchWorkload::Embed { model, iters, warmup, torch_script, json } } => {
             bench::embed(&model, iters, warmup, &torch_script, json.as_ref())
+        }
+        Command::Bench { workload: BenchWorkload::Finetune { model, epochs, torch_script, json } } => {
+            finetune::default_model_dir(model).and_then(|m| bench::finetune(&m, epochs, &torch_script, json.as_ref()))
         }
     };
     match result {
