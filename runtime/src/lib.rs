@@ -24,6 +24,8 @@
 //! * [`freeze`]: freezing by parameter path; LoRA-only, bias-only and
 //!   head-only training.
 //! * [`lr_find`]: the learning-rate range test.
+//! * [`memory`]: a counting global allocator (live bytes, peak, allocation
+//!   count) with an optional heap budget.
 //! * [`params`]: walking a module's parameters by path.
 //! * [`train`]: the training loop as a library ([`train::Trainer`]): gradient
 //!   accumulation, evaluation, early stopping, callbacks, anomaly detection
@@ -47,6 +49,7 @@ pub mod diagnostics;
 pub mod freeze;
 pub mod loss;
 pub mod lr_find;
+pub mod memory;
 mod error;
 #[cfg(feature = "std")]
 pub mod io;
