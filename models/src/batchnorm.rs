@@ -68,6 +68,8 @@ impl BatchNorm1dConfig {
 impl BatchNorm1d {
     /// Normalises `input` (`[N, C]` or `[N, C, L]`).
     pub fn forward<const D: usize>(&self, input: Tensor<D>) -> Tensor<D> {
+        // fp32 under autocast, as PyTorch's batch norm.
+        let input = ember_runtime::precision::to_f32(input);
         let device = input.device();
         if !(device.is_autodiff() && self.training.is_enabled()) {
             return burn::tensor::module::batch_norm(

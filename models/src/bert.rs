@@ -12,9 +12,10 @@ use alloc::vec::Vec;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Int, Tensor};
 use ember_runtime::peft::{Lora, LoraConfig, forward_with};
+use ember_runtime::precision::{self, add, layer_norm, linear, matmul, to_f32};
 
 /// `(regex, replacement)` from Hugging Face keys to Ember's module paths.
 pub const HF_REMAP: (&str, &str) = (r"\.attention\.self\.", ".attention.self_attn.");
@@ -234,9 +235,10 @@ impl BertSelfAttention {
         let q = split(forward_with(&self.query, self.query_lora.as_ref(), x.clone()));
         let k = split(forward_with(&self.key, self.key_lora.as_ref(), x.clone()));
         let v = split(forward_with(&self.value, self.value_lora.as_ref(), x));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((dh as f64).sqrt()) + mask_bias;
-        let probs = softmax(scores, 3);
-        probs.matmul(v).swap_dims(1, 2).reshape([b, l, h])
+        // Scores in the compute type; mask and softmax in fp32 (autocast's lists).
+        let scores = to_f32(matmul(q, k.swap_dims(2, 3))).div_scalar((dh as f64).sqrt()) + mask_bias;
+        let probs = precision::softmax(scores, 3);
+        matmul(probs, v).swap_dims(1, 2).reshape([b, l, h])
     }
 }
 
@@ -244,9 +246,9 @@ impl BertLayer {
     /// One post-LayerNorm transformer layer.
     pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let attn = self.attention.self_attn.forward(x.clone(), mask_bias);
-        let attn = self.attention.output.LayerNorm.forward(self.attention.output.dense.forward(attn) + x);
-        let inter = gelu(self.intermediate.dense.forward(attn.clone()));
-        self.output.LayerNorm.forward(self.output.dense.forward(inter) + attn)
+        let attn = layer_norm(&self.attention.output.LayerNorm, add(linear(&self.attention.output.dense, attn), x));
+        let inter = gelu(linear(&self.intermediate.dense, attn.clone()));
+        layer_norm(&self.output.LayerNorm, add(linear(&self.output.dense, inter), attn))
     }
 }
 
@@ -254,6 +256,17 @@ impl BertModel {
     /// Hidden states `[B, L, H]` of token ids `[B, L]` with attention mask
     /// `[B, L]` (1 for tokens, 0 for padding); token types are all 0.
     pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2>) -> Tensor<3> {
+        let mut x = self.embed(input_ids);
+        let mask_bias = Self::mask_bias(attention_mask);
+        for layer in &self.encoder.layer {
+            x = layer.forward(x, mask_bias.clone());
+        }
+        x
+    }
+
+    /// The embeddings (word + position + token type, then layer norm): the
+    /// input of the first encoder layer.
+    pub fn embed(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
         let [b, l] = input_ids.dims();
         let device = input_ids.device();
         let positions = Tensor::<1, Int>::arange(0..l as i64, &device).reshape([1, l]).expand([b, l]);
@@ -262,13 +275,14 @@ impl BertModel {
         let x = e.word_embeddings.forward(input_ids)
             + e.position_embeddings.forward(positions)
             + e.token_type_embeddings.forward(types);
-        let mut x = e.LayerNorm.forward(x);
-        // (1 − mask)·min: padded keys get a bias that softmax turns into 0.
-        let mask_bias = attention_mask.neg().add_scalar(1.0).mul_scalar(f32::MIN).reshape([b, 1, 1, l]);
-        for layer in &self.encoder.layer {
-            x = layer.forward(x, mask_bias.clone());
-        }
-        x
+        e.LayerNorm.forward(x)
+    }
+
+    /// The additive attention bias of a `[batch, len]` mask (1 = token,
+    /// 0 = padding): `(1 − mask)·f32::MIN`, which softmax turns into 0.
+    pub fn mask_bias(attention_mask: Tensor<2>) -> Tensor<4> {
+        let [b, l] = attention_mask.dims();
+        attention_mask.neg().add_scalar(1.0).mul_scalar(f32::MIN).reshape([b, 1, 1, l])
     }
 }
 
@@ -276,7 +290,7 @@ impl BertPooler {
     /// `tanh(dense(hidden[:, 0]))`, `[B, L, H]` → `[B, H]`.
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
         let [b, _, h] = hidden.dims();
-        self.dense.forward(hidden.slice([0..b, 0..1]).reshape([b, h])).tanh()
+        to_f32(linear(&self.dense, hidden.slice([0..b, 0..1]).reshape([b, h]))).tanh()
     }
 }
 
@@ -284,6 +298,7 @@ impl BertPooler {
 /// the unmasked tokens, `[B, L, H]`, `[B, L]` → `[B, H]`.
 pub fn mean_pool(hidden: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<2> {
     let [b, l, h] = hidden.dims();
+    let hidden = to_f32(hidden);
     let mask = attention_mask.reshape([b, l, 1]);
     let summed = (hidden * mask.clone()).sum_dim(1).reshape([b, h]);
     let counts = mask.sum_dim(1).reshape([b, 1]).clamp_min(1e-9);
@@ -292,6 +307,7 @@ pub fn mean_pool(hidden: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<2> {
 
 /// Row-wise L2 normalisation (`torch.nn.functional.normalize`, eps 1e-12).
 pub fn l2_normalize(x: Tensor<2>) -> Tensor<2> {
+    let x = to_f32(x);
     let norm = x.clone().mul(x.clone()).sum_dim(1).sqrt().clamp_min(1e-12);
     x / norm
 }

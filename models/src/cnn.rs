@@ -9,6 +9,7 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+use ember_runtime::precision::{conv2d, linear};
 
 /// Configuration of a [`SmallCnn`].
 #[derive(Config, Debug)]
@@ -55,9 +56,9 @@ impl SmallCnnConfig {
 impl SmallCnn {
     /// `[batch, 1, s, s]` → logits `[batch, classes]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
-        let x = self.pool.forward(relu(self.conv1.forward(x)));
-        let x = self.pool.forward(relu(self.conv2.forward(x)));
+        let x = self.pool.forward(relu(conv2d(&self.conv1, x)));
+        let x = self.pool.forward(relu(conv2d(&self.conv2, x)));
         let [b, c, h, w] = x.dims();
-        self.fc.forward(x.reshape([b, c * h * w]))
+        linear(&self.fc, x.reshape([b, c * h * w]))
     }
 }

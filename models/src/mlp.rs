@@ -12,7 +12,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::activation::{Activation, ActivationConfig};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Int, Tensor};
 
 /// Configuration of an [`Mlp`].
 #[derive(Config, Debug)]
@@ -65,7 +65,7 @@ impl Mlp {
     pub fn forward(&self, mut x: Tensor<2>) -> Tensor<2> {
         let last = self.layers.len() - 1;
         for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
+            x = ember_runtime::precision::linear(layer, x);
             if i < last {
                 x = self.dropout.forward(self.activation.forward(x));
             }
@@ -82,6 +82,30 @@ impl Mlp {
         let index: usize = index.parse().ok()?;
         let stride = if self.dropout.prob > 0.0 { 3 } else { 2 };
         Some(format!("{}.{}", index * stride, name))
+    }
+}
+
+/// Inputs `[batch, features]` and class labels `[batch]`.
+pub type ClassificationBatch = (Tensor<2>, Tensor<1, Int>);
+
+/// Stem: the input; blocks: each linear layer with its activation and
+/// dropout (none after the last); head: cross-entropy of the logits. For
+/// [`ember_runtime::recompute`].
+impl ember_runtime::recompute::Segmented<2> for Mlp {
+    type Batch = ClassificationBatch;
+    type Context = ();
+    fn num_blocks(&self) -> usize {
+        self.layers.len()
+    }
+    fn stem(&self, (x, _): &ClassificationBatch) -> (Tensor<2>, ()) {
+        (x.clone(), ())
+    }
+    fn block(&self, index: usize, x: Tensor<2>, _: &()) -> Tensor<2> {
+        let x = ember_runtime::precision::linear(&self.layers[index], x);
+        if index + 1 < self.layers.len() { self.dropout.forward(self.activation.forward(x)) } else { x }
+    }
+    fn head(&self, logits: Tensor<2>, (_, y): &ClassificationBatch, _: &()) -> ember_runtime::train::Output {
+        ember_runtime::train::Output::classification(logits, y.clone())
     }
 }
 

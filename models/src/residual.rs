@@ -12,6 +12,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
+use ember_runtime::precision::{add, linear};
 
 use crate::batchnorm::{BatchNorm1d, BatchNorm1dConfig};
 
@@ -29,11 +30,11 @@ pub struct ResidualBlock {
 impl ResidualBlock {
     /// `x + fc2(relu(bn(fc1(x))))`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let mut h = self.fc1.forward(x.clone());
+        let mut h = linear(&self.fc1, x.clone());
         if let Some(bn) = &self.bn {
             h = bn.forward(h);
         }
-        x + self.fc2.forward(relu(h))
+        add(x, linear(&self.fc2, relu(h)))
     }
 }
 
@@ -86,10 +87,33 @@ impl ResidualMlpConfig {
 impl ResidualMlp {
     /// `[batch, d_input]` → `[batch, d_output]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let mut h = self.inp.forward(x);
+        let mut h = linear(&self.inp, x);
         for block in &self.blocks {
             h = block.forward(h);
         }
-        self.out.forward(h)
+        linear(&self.out, h)
+    }
+}
+
+/// Inputs `[batch, d_input]` and regression targets `[batch, d_output]`.
+pub type RegressionBatch = (Tensor<2>, Tensor<2>);
+
+/// Stem: `inp`; blocks: the residual blocks; head: `out` and the mean
+/// squared error. For [`ember_runtime::recompute`].
+impl ember_runtime::recompute::Segmented<2> for ResidualMlp {
+    type Batch = RegressionBatch;
+    type Context = ();
+    fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+    fn stem(&self, (x, _): &RegressionBatch) -> (Tensor<2>, ()) {
+        (linear(&self.inp, x.clone()), ())
+    }
+    fn block(&self, index: usize, x: Tensor<2>, _: &()) -> Tensor<2> {
+        self.blocks[index].forward(x)
+    }
+    fn head(&self, x: Tensor<2>, (_, y): &RegressionBatch, _: &()) -> ember_runtime::train::Output {
+        let [n, _] = y.dims();
+        ember_runtime::train::Output::new(ember_runtime::loss::mse(linear(&self.out, x), y.clone()), n)
     }
 }

@@ -39,8 +39,14 @@ pub use crate::train::TrainState;
 
 fn state_to_text(s: TrainState) -> String {
     format!(
-        "step={}\nepoch={}\ndata_position={}\nscheduler_steps={}\nrng_seed={}\n",
-        s.step, s.epoch, s.data_position, s.scheduler_steps, s.rng_seed
+        "step={}\nepoch={}\ndata_position={}\nscheduler_steps={}\nrng_seed={}\nloss_scale_bits={}\nscale_growth_tracker={}\n",
+        s.step,
+        s.epoch,
+        s.data_position,
+        s.scheduler_steps,
+        s.rng_seed,
+        s.loss_scale.to_bits(),
+        s.scale_growth_tracker
     )
 }
 
@@ -55,6 +61,8 @@ fn state_from_text(text: &str) -> Option<TrainState> {
             "data_position" => s.data_position = v,
             "scheduler_steps" => s.scheduler_steps = v,
             "rng_seed" => s.rng_seed = v,
+            "loss_scale_bits" => s.loss_scale = f64::from_bits(v),
+            "scale_growth_tracker" => s.scale_growth_tracker = v,
             _ => return None,
         }
     }

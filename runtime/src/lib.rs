@@ -19,6 +19,12 @@
 //!   strict loading that lists every problem, atomic writes.
 //! * [`peft`]: LoRA as `x·A·B` (never the dense ΔW in training), merge/unmerge,
 //!   peft-compatible names.
+//! * [`precision`]: mixed precision: an autocast policy (f16/bf16 compute,
+//!   fp32 master weights, PyTorch's op lists) and a dynamic loss scaler with
+//!   `GradScaler` semantics.
+//! * [`recompute`]: segment recomputation like `torch.utils.checkpoint`
+//!   (every k blocks, automatic √L, or Burn's balanced checkpointing), with
+//!   dropout replayed.
 //! * [`data`]: checks of training data before training (non-finite
 //!   features, empty inputs, label range, class balance).
 //! * [`freeze`]: freezing by parameter path; LoRA-only, bias-only and
@@ -26,6 +32,8 @@
 //! * [`lr_find`]: the learning-rate range test.
 //! * [`memory`]: a counting global allocator (live bytes, peak, allocation
 //!   count) with an optional heap budget.
+//! * [`plan`]: choosing batch size, precision and recomputation for a
+//!   memory budget, from measured peaks.
 //! * [`params`]: walking a module's parameters by path.
 //! * [`train`]: the training loop as a library ([`train::Trainer`]): gradient
 //!   accumulation, evaluation, early stopping, callbacks, anomaly detection
@@ -55,7 +63,10 @@ mod error;
 pub mod io;
 pub mod optim;
 pub mod params;
+pub mod plan;
 pub mod peft;
+pub mod precision;
+pub mod recompute;
 pub mod schedule;
 pub mod train;
 

@@ -6,6 +6,9 @@
 //! numerically stable form `(1 − t)·x − log σ(x)`, which stays finite for
 //! logits of any size.
 //!
+//! Under [`autocast`](crate::precision::autocast) every loss casts its
+//! inputs to fp32 first (PyTorch's autocast runs losses in fp32 too).
+//!
 //! ```
 //! use burn::tensor::{Device, Tensor};
 //! use ember_runtime::loss::{bce_with_logits, mse};
@@ -21,15 +24,18 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::{log_sigmoid, log_softmax};
 use burn::tensor::Int;
 
+use crate::precision::to_f32;
+
 /// Mean squared error, `mean((pred − target)²)` (`F.mse_loss`).
 pub fn mse<const D: usize>(pred: Tensor<D>, target: Tensor<D>) -> Tensor<1> {
-    let diff = pred.sub(target);
+    let diff = to_f32(pred).sub(to_f32(target));
     diff.clone().mul(diff).mean()
 }
 
 /// Binary cross-entropy on logits with float targets in `[0, 1]`
 /// (`F.binary_cross_entropy_with_logits`, mean reduction).
 pub fn bce_with_logits<const D: usize>(logits: Tensor<D>, targets: Tensor<D>) -> Tensor<1> {
+    let (logits, targets) = (to_f32(logits), to_f32(targets));
     let one_minus_t = targets.neg().add_scalar(1.0);
     one_minus_t.mul(logits.clone()).sub(log_sigmoid(logits)).mean()
 }
@@ -38,7 +44,7 @@ pub fn bce_with_logits<const D: usize>(logits: Tensor<D>, targets: Tensor<D>) ->
 /// (`F.cross_entropy`, mean reduction).
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     let [batch, _] = logits.dims();
-    let log_p = log_softmax(logits, 1);
+    let log_p = log_softmax(to_f32(logits), 1);
     let picked = log_p.gather(1, targets.reshape([batch, 1]));
     picked.neg().mean()
 }

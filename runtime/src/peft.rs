@@ -37,6 +37,8 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
+use crate::precision;
+
 /// `(regex, replacement)` from Ember's adapter paths (`…query_lora.lora_A.weight`)
 /// to peft's (`…query.lora_A.weight`).
 pub const PEFT_EXPORT_REMAP: (&str, &str) = (r"_lora\.lora_([AB])\.", ".lora_$1.");
@@ -93,7 +95,8 @@ impl LoraConfig {
 impl Lora {
     /// `scaling · dropout(x)·A·B`: add it to the base layer's output.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.lora_B.forward(self.lora_A.forward(self.dropout.forward(x))).mul_scalar(self.scaling)
+        let down = precision::linear(&self.lora_A, self.dropout.forward(x));
+        precision::linear(&self.lora_B, down).mul_scalar(self.scaling)
     }
 
     /// `ΔW = scaling · A·B` in Burn's `[in, out]` layout.
@@ -105,8 +108,8 @@ impl Lora {
 /// `base + lora` for an optional adapter: the forward pass of an adapted layer.
 pub fn forward_with<const D: usize>(base: &Linear, lora: Option<&Lora>, x: Tensor<D>) -> Tensor<D> {
     match lora {
-        Some(lora) => base.forward(x.clone()) + lora.forward(x),
-        None => base.forward(x),
+        Some(lora) => precision::add(precision::linear(base, x.clone()), lora.forward(x)),
+        None => precision::linear(base, x),
     }
 }
 

@@ -75,6 +75,8 @@ use crate::Error;
 use crate::clip::{GlobalNormClip, NormType, global_norm_of, tensor_is_finite};
 use crate::diagnostics::{GradMonitor, GradWarning};
 use crate::params::{materialize, parameters};
+use crate::precision::{self, LossScalerConfig, Precision, to_f32};
+use crate::recompute::{Segmented, Strategy};
 use crate::schedule::Schedule;
 
 /// Everything besides model and optimizer that a resumed run needs.
@@ -90,6 +92,10 @@ pub struct TrainState {
     pub scheduler_steps: u64,
     /// Base seed of the run's randomness.
     pub rng_seed: u64,
+    /// The loss scaler's scale (0 when no scaler has run yet).
+    pub loss_scale: f64,
+    /// The loss scaler's count of good steps since its last change.
+    pub scale_growth_tracker: u64,
 }
 
 /// Random-access training or evaluation data, assembled into batches on
@@ -137,6 +143,57 @@ impl Output {
         let count = targets.dims()[0];
         let correct = logits.clone().detach().argmax(1).squeeze_dim::<1>(1).equal(targets.clone()).int().sum().into_scalar::<i64>();
         Self { loss: crate::loss::cross_entropy(logits, targets), count, correct: Some(correct.max(0) as usize) }
+    }
+}
+
+/// How a model computes a batch's loss, and its gradients.
+///
+/// Any `Fn(&M, &Batch) -> Output` is an objective whose gradients come from
+/// one backward pass of the loss; [`Recomputed`] is one whose gradients come
+/// from segment recomputation.
+pub trait Objective<M, B> {
+    /// The output of `model` on `batch` (also used for evaluation).
+    fn forward(&self, model: &M, batch: &B) -> Output;
+    /// The output (its loss detached) and the gradients of the loss times
+    /// `loss_scale`.
+    fn forward_backward(&self, model: &M, batch: &B, loss_scale: f64) -> (Output, GradientsParams);
+}
+
+impl<M, B, O: Objective<M, B> + ?Sized> Objective<M, B> for &O {
+    fn forward(&self, model: &M, batch: &B) -> Output {
+        (**self).forward(model, batch)
+    }
+    fn forward_backward(&self, model: &M, batch: &B, loss_scale: f64) -> (Output, GradientsParams) {
+        (**self).forward_backward(model, batch, loss_scale)
+    }
+}
+
+/// A forward function as an [`Objective`].
+pub struct ForwardFn<F>(pub F);
+
+impl<M: Module, B, F: Fn(&M, &B) -> Output> Objective<M, B> for ForwardFn<F> {
+    fn forward(&self, model: &M, batch: &B) -> Output {
+        (self.0)(model, batch)
+    }
+    fn forward_backward(&self, model: &M, batch: &B, loss_scale: f64) -> (Output, GradientsParams) {
+        let mut out = (self.0)(model, batch);
+        let loss = if loss_scale == 1.0 { out.loss.clone() } else { to_f32(out.loss.clone()).mul_scalar(loss_scale) };
+        let grads = GradientsParams::from_grads(loss.backward(), model);
+        out.loss = out.loss.detach();
+        (out, grads)
+    }
+}
+
+/// A [`Segmented`] model trained with a recomputation [`Strategy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recomputed<const D: usize>(pub Strategy);
+
+impl<const D: usize, M: Segmented<D>> Objective<M, M::Batch> for Recomputed<D> {
+    fn forward(&self, model: &M, batch: &M::Batch) -> Output {
+        crate::recompute::forward(model, batch)
+    }
+    fn forward_backward(&self, model: &M, batch: &M::Batch, loss_scale: f64) -> (Output, GradientsParams) {
+        crate::recompute::forward_backward(model, batch, self.0, loss_scale)
     }
 }
 
@@ -188,6 +245,11 @@ pub struct TrainerConfig {
     pub shuffle: bool,
     /// Base seed of the data order and of the per-step device RNG.
     pub seed: u64,
+    /// Compute precision (forward and backward run under
+    /// [`autocast`](crate::precision::autocast); weights stay fp32).
+    pub precision: Precision,
+    /// Dynamic loss scaling (on by default for f16, off otherwise).
+    pub loss_scaler: LossScalerConfig,
 }
 
 impl TrainerConfig {
@@ -208,7 +270,21 @@ impl TrainerConfig {
             checkpoint_every: None,
             shuffle: true,
             seed: 0,
+            precision: Precision::Fp32,
+            loss_scaler: LossScalerConfig { enabled: false, ..LossScalerConfig::default() },
         }
+    }
+    /// Computes in `precision` with fp32 master weights; turns on
+    /// `GradScaler`-style loss scaling for f16 (off for fp32 and bf16).
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self.loss_scaler.enabled = precision == Precision::F16;
+        self
+    }
+    /// Sets the loss scaler (e.g. to force it on for bf16 or change its interval).
+    pub fn with_loss_scaler(mut self, scaler: LossScalerConfig) -> Self {
+        self.loss_scaler = scaler;
+        self
     }
     /// Sets the number of epochs.
     pub fn with_epochs(mut self, epochs: usize) -> Self {
@@ -375,6 +451,16 @@ pub enum Event<'a> {
     Step(&'a StepRecord),
     /// A step was skipped.
     Anomaly(&'a Anomaly),
+    /// The loss scaler found non-finite gradients: the step was skipped and
+    /// the scale lowered (normal in f16 training now and then).
+    Overflow {
+        /// The step.
+        step: u64,
+        /// The scale that overflowed.
+        scale: f64,
+        /// The scale from now on.
+        new_scale: f64,
+    },
     /// A gradient norm deserves attention.
     Warning {
         /// The step.
@@ -450,6 +536,9 @@ pub struct History {
     pub anomalies: Vec<Anomaly>,
     /// Steps at which a rollback happened.
     pub rollbacks: Vec<u64>,
+    /// Steps skipped by the loss scaler (gradients overflowed), with the
+    /// scale that overflowed.
+    pub overflows: Vec<(u64, f64)>,
 }
 
 /// The result of [`Trainer::fit`].
@@ -589,13 +678,31 @@ impl<'a, M: Module> Trainer<'a, M> {
     /// checkpointer, and [`Error::Diverged`] after too many rollbacks.
     pub fn fit<D: Dataset>(
         &mut self,
-        mut model: M,
-        mut optimizer: ModuleOptimizer,
+        model: M,
+        optimizer: ModuleOptimizer,
         train: &D,
         valid: Option<&D>,
         forward: impl Fn(&M, &D::Batch) -> Output,
     ) -> Result<Fit<M>, Error> {
+        self.fit_with(model, optimizer, train, valid, ForwardFn(forward))
+    }
+
+    /// [`fit`](Self::fit) with any [`Objective`], e.g. [`Recomputed`] for
+    /// segment recomputation.
+    ///
+    /// # Errors
+    /// As [`fit`](Self::fit).
+    pub fn fit_with<D: Dataset>(
+        &mut self,
+        mut model: M,
+        mut optimizer: ModuleOptimizer,
+        train: &D,
+        valid: Option<&D>,
+        objective: impl Objective<M, D::Batch>,
+    ) -> Result<Fit<M>, Error> {
         let c = self.config.clone();
+        let forward = |m: &M, b: &D::Batch| precision::autocast(c.precision, || objective.forward(m, b));
+        let mut scaler = c.loss_scaler.init();
         c.validate(train.len())?;
         let micro_per_epoch = train.len().div_ceil(c.batch_size);
         let steps_per_epoch = micro_per_epoch.div_ceil(c.grad_accumulation) as u64;
@@ -620,6 +727,9 @@ impl<'a, M: Module> Trainer<'a, M> {
                     model = r.model;
                     optimizer = r.optimizer;
                     state = r.state;
+                    if state.loss_scale > 0.0 {
+                        scaler.load_state((state.loss_scale, state.scale_growth_tracker));
+                    }
                 }
                 None => emit(&mut self.callbacks, Event::Message("no checkpoint found; starting from the beginning")),
             }
@@ -646,13 +756,15 @@ impl<'a, M: Module> Trainer<'a, M> {
                 let mut accumulator = GradientsAccumulator::<M>::new();
                 let (mut loss_sum, mut examples, mut correct) = (0.0f64, 0usize, None::<usize>);
                 let mut anomaly = None;
+                let loss_scale = scaler.scale() / c.grad_accumulation as f64;
                 for indices in group {
-                    let out = forward(&model, &train.batch(indices, &self.device)?);
-                    let loss = out.loss.clone().into_scalar::<f32>();
+                    let batch = train.batch(indices, &self.device)?;
+                    let (out, grads) =
+                        precision::autocast(c.precision, || objective.forward_backward(&model, &batch, loss_scale));
+                    let loss = out.loss.into_scalar::<f32>();
                     if !loss.is_finite() {
-                        // Backward anyway (this step is lost already) to name
-                        // the first parameter the non-finite value reaches.
-                        let grads = GradientsParams::from_grads(out.loss.backward(), &model);
+                        // The gradients name the first parameter the
+                        // non-finite value reaches.
                         let path = first_non_finite_grad(&model, &grads);
                         anomaly = Some(Anomaly { step, kind: AnomalyKind::Loss, path, value: f64::from(loss) });
                         break;
@@ -662,12 +774,24 @@ impl<'a, M: Module> Trainer<'a, M> {
                     if let Some(n) = out.correct {
                         correct = Some(correct.unwrap_or(0) + n);
                     }
-                    let scaled = if c.grad_accumulation > 1 { out.loss.div_scalar(c.grad_accumulation as f64) } else { out.loss };
-                    accumulator.accumulate(&model, GradientsParams::from_grads(scaled.backward(), &model));
+                    accumulator.accumulate(&model, grads);
                 }
                 let mut grad_norm = f64::NAN;
                 let mut grads = accumulator.grads();
-                if anomaly.is_none() {
+                let mut overflow = false;
+                if anomaly.is_none() && scaler.is_enabled() {
+                    // Unscale before the callbacks and clipping, so that both
+                    // see the true gradients (GradScaler.unscale_).
+                    let scale = scaler.scale();
+                    overflow = scaler.unscale(&model, &mut grads).found_inf;
+                    scaler.update(overflow);
+                    if overflow {
+                        let new_scale = scaler.scale();
+                        emit(&mut self.callbacks, Event::Overflow { step, scale, new_scale });
+                        history.overflows.push((step, scale));
+                    }
+                }
+                if anomaly.is_none() && !overflow {
                     for cb in self.callbacks.iter_mut() {
                         cb.on_gradients(step, &model, &mut grads);
                     }
@@ -683,7 +807,13 @@ impl<'a, M: Module> Trainer<'a, M> {
                         anomaly = Some(Anomaly { step, kind: AnomalyKind::Gradient, path, value: grad_norm });
                     }
                 }
-                if let Some(a) = anomaly {
+                if overflow {
+                    // A skipped step of the loss scaler. It only counts as bad
+                    // once the scale is below 1: then overflow is not the cause.
+                    if scaler.scale() < 1.0 {
+                        bad_in_row += 1;
+                    }
+                } else if let Some(a) = anomaly {
                     emit(&mut self.callbacks, Event::Anomaly(&a));
                     history.anomalies.push(a);
                     bad_in_row += 1;
@@ -715,6 +845,7 @@ impl<'a, M: Module> Trainer<'a, M> {
                     emit(&mut self.callbacks, Event::Step(&record));
                     history.steps.push(record);
                 }
+                (state.loss_scale, state.scale_growth_tracker) = scaler.state();
                 state.step += 1;
                 state.scheduler_steps += 1;
                 let end_of_epoch = state.step.is_multiple_of(steps_per_epoch);

@@ -39,7 +39,12 @@ use ember_runtime::lr_find::LrFinder;
 use ember_runtime::optim;
 use ember_runtime::peft::LoraConfig;
 use ember_runtime::schedule::WarmupCosine;
-use ember_runtime::train::{Callback, Dataset, EarlyStopping, EvalRecord, Event, Output, Trainer, TrainerConfig, evaluate};
+use ember_runtime::plan::{Planner, parse_bytes};
+use ember_runtime::precision::{self, Precision};
+use ember_runtime::recompute::Strategy;
+use ember_runtime::train::{
+    Callback, Dataset, EarlyStopping, EvalRecord, Event, ForwardFn, Objective, Output, Recomputed, Trainer, TrainerConfig, evaluate,
+};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 
@@ -132,6 +137,18 @@ pub struct Settings {
     /// Seed of initialisation, data order and dropout [default: 42].
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Compute precision: fp32, f16 (with dynamic loss scaling) or bf16;
+    /// weights and optimizer state stay fp32 [default: fp32].
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Recomputation: none, auto (segments of √L blocks), every:K, or
+    /// balanced (Burn's checkpointing) [default: none].
+    #[arg(long)]
+    pub recompute: Option<String>,
+    /// Peak heap budget (e.g. 512MiB): measures candidate settings and picks
+    /// batch size, precision and recomputation to fit [default: none].
+    #[arg(long)]
+    pub memory_budget: Option<String>,
 }
 
 impl Settings {
@@ -154,6 +171,9 @@ impl Settings {
             eval_every: self.eval_every.or(other.eval_every),
             patience: self.patience.or(other.patience),
             seed: self.seed.or(other.seed),
+            precision: self.precision.or(other.precision),
+            recompute: self.recompute.or(other.recompute),
+            memory_budget: self.memory_budget.or(other.memory_budget),
         }
     }
 
@@ -180,6 +200,9 @@ impl Settings {
             eval_every: Some(0),
             patience: Some(0),
             seed: Some(42),
+            precision: Some("fp32".into()),
+            recompute: Some("none".into()),
+            memory_budget: None,
         }
     }
 }
@@ -216,6 +239,9 @@ struct Resolved {
     eval_every: u64,
     patience: usize,
     seed: u64,
+    precision: Precision,
+    recompute: Strategy,
+    memory_budget: Option<usize>,
 }
 
 fn resolve(o: &Options) -> Result<Resolved, String> {
@@ -246,7 +272,13 @@ fn resolve(o: &Options) -> Result<Resolved, String> {
         eval_every: s.eval_every.unwrap_or_default(),
         patience: s.patience.unwrap_or_default(),
         seed: s.seed.unwrap_or_default(),
+        precision: s.precision.as_deref().unwrap_or("fp32").parse().map_err(|e: Error| e.to_string())?,
+        recompute: s.recompute.as_deref().unwrap_or("none").parse().map_err(|e: Error| e.to_string())?,
+        memory_budget: s.memory_budget.as_deref().map(parse_bytes).transpose().map_err(|e| e.to_string())?,
     };
+    if r.task == Task::Digits && r.arch == Arch::Cnn && !matches!(r.recompute, Strategy::None | Strategy::Balanced) {
+        return Err("segment recomputation needs a network of blocks: use --arch mlp, or --recompute balanced".into());
+    }
     if r.epochs == 0 || r.batch_size == 0 || r.grad_accumulation == 0 || r.rank == 0 {
         return Err("epochs, batch size, gradient accumulation and rank must be at least 1".into());
     }
@@ -416,6 +448,9 @@ impl<M> Callback<M> for Reporter {
                 self.say(format!("step {step}: {warning}"));
                 None
             }
+            Event::Overflow { step, scale, new_scale } => {
+                Some(serde_json::json!({"step": step, "overflow_scale": scale, "new_scale": new_scale}))
+            }
             Event::Rollback { step, to_step } => {
                 self.say(format!("step {step}: too many bad steps in a row; rolled back to the state of step {to_step}"));
                 Some(serde_json::json!({"step": step, "rollback_to": to_step}))
@@ -480,6 +515,10 @@ struct Trained<M> {
     seconds: f64,
     anomalies: usize,
     trainable: (usize, usize),
+    peak_heap: usize,
+    setting: String,
+    overflows: usize,
+    final_loss: Option<f64>,
 }
 
 /// Either the range test's summary or a trained model.
@@ -490,6 +529,54 @@ enum Outcome<M> {
 
 /// The part both tasks share: range test, or training with evaluation before
 /// and after, checkpoints, metrics and curves.
+/// The objective of a recomputation strategy: `None` when the network cannot
+/// be split into blocks.
+type Objectives<'a, M, B> = &'a dyn Fn(Strategy) -> Option<Box<dyn Objective<M, B>>>;
+
+/// The objective (plain backward, or segment recomputation) of a network
+/// that implements [`ember_runtime::recompute::Segmented`].
+fn segmented<const N: usize, M: ember_runtime::recompute::Segmented<N, Batch = B> + 'static, B: 'static>(
+    forward: impl Fn(&M, &B) -> Output + Copy + 'static,
+) -> impl Fn(Strategy) -> Option<Box<dyn Objective<M, B>>> {
+    move |s| match s {
+        Strategy::None | Strategy::Balanced => Some(Box::new(ForwardFn(forward)) as Box<dyn Objective<M, B>>),
+        s => Some(Box::new(Recomputed::<N>(s))),
+    }
+}
+
+/// The objective of a network without blocks: plain backward only.
+fn plain<M: Module + 'static, B: 'static>(
+    forward: impl Fn(&M, &B) -> Output + Copy + 'static,
+) -> impl Fn(Strategy) -> Option<Box<dyn Objective<M, B>>> {
+    move |s| match s {
+        Strategy::None | Strategy::Balanced => Some(Box::new(ForwardFn(forward)) as Box<dyn Objective<M, B>>),
+        _ => None,
+    }
+}
+
+/// Peak heap bytes of two training steps of `model` (a copy) on the first
+/// `batch` training examples with `precision` and `objective`.
+fn probe_peak<M: Module, D: Dataset>(
+    model: &M,
+    train: &D,
+    device: &Device,
+    batch: usize,
+    precision: Precision,
+    objective: &dyn Objective<M, D::Batch>,
+) -> Result<usize, Error> {
+    let indices: Vec<usize> = (0..batch.min(train.len())).collect();
+    let data = train.batch(&indices, device)?;
+    let heap = &crate::HEAP;
+    heap.reset_peak();
+    let mut m = model.clone();
+    let mut optimizer = optim::adamw(0.01).init();
+    for _ in 0..2 {
+        let (_, grads) = precision::autocast(precision, || objective.forward_backward(&m, &data, 1.0));
+        m = optimizer.step(1e-6, m, grads);
+    }
+    Ok(heap.stats().peak_bytes)
+}
+
 fn train_task<M: Module, D: Dataset>(
     r: &Resolved,
     o: &Options,
@@ -498,10 +585,38 @@ fn train_task<M: Module, D: Dataset>(
     test: &D,
     device: &Device,
     forward: impl Fn(&M, &D::Batch) -> Output + Copy,
+    objectives: Objectives<'_, M, D::Batch>,
 ) -> Result<Outcome<M>, String> {
     let e = |e: Error| e.to_string();
     std::fs::create_dir_all(&r.out).map_err(|e| format!("{}: {e}", r.out.display()))?;
     let optimizer = optim::adamw(0.01).init();
+    let (mut batch_size, mut grad_accumulation, mut precision, mut recompute) =
+        (r.batch_size, r.grad_accumulation, r.precision, r.recompute);
+    if let Some(budget) = r.memory_budget {
+        let mut candidates = Vec::new();
+        for p in [Precision::Fp32, Precision::Bf16] {
+            for s in [Strategy::None, Strategy::Auto] {
+                if objectives(s).is_some() {
+                    candidates.push((p, s));
+                }
+            }
+        }
+        let plan = Planner::new(budget, r.batch_size)
+            .with_candidates(candidates)
+            .plan(|b, p, s| {
+                let objective = objectives(s).expect("candidate has an objective");
+                probe_peak(&model, train, device, b, p, &*objective)
+            })
+            .map_err(e)?;
+        eprintln!("{}", plan.explain());
+        batch_size = plan.choice.batch_size;
+        grad_accumulation = r.grad_accumulation * plan.choice.grad_accumulation;
+        precision = plan.choice.precision;
+        recompute = plan.choice.recompute;
+    }
+    let objective = objectives(recompute)
+        .ok_or_else(|| format!("recompute {recompute} needs a network of blocks; this one has none"))?;
+    let forward = move |m: &M, b: &D::Batch| precision::autocast(precision, || forward(m, b));
     if o.lr_find {
         let curve = LrFinder::new(r.batch_size).with_seed(r.seed).run(&model, &optimizer, train, device, forward).map_err(e)?;
         std::fs::write(r.out.join("lr_find.csv"), curve.to_csv()).map_err(|e| format!("{}: {e}", r.out.display()))?;
@@ -521,14 +636,15 @@ fn train_task<M: Module, D: Dataset>(
 
     let plain = device.clone().without_autodiff();
     let before = evaluate(&model.valid(), test, 64, &plain, forward).map_err(e)?;
-    let steps_per_epoch = train.len().div_ceil(r.batch_size).div_ceil(r.grad_accumulation);
+    let steps_per_epoch = train.len().div_ceil(batch_size).div_ceil(grad_accumulation);
     let total = steps_per_epoch * r.epochs;
     let warmup = (total / 10).max(1);
     let schedule = WarmupCosine::new(r.lr, 0.1, warmup, total.saturating_sub(warmup).max(1), r.lr * 0.01);
-    let mut config = TrainerConfig::new(r.batch_size)
+    let mut config = TrainerConfig::new(batch_size)
         .with_epochs(r.epochs)
-        .with_grad_accumulation(r.grad_accumulation)
+        .with_grad_accumulation(grad_accumulation)
         .with_clip(GlobalNormClip::new(1.0))
+        .with_precision(precision)
         .with_seed(r.seed);
     if r.eval_every > 0 {
         config = config.with_eval_every(r.eval_every);
@@ -553,6 +669,7 @@ fn train_task<M: Module, D: Dataset>(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]").expect("valid template"),
     );
     let trainable = trainable_count(&model);
+    crate::HEAP.reset_peak();
     let started = Instant::now();
     let reporter = Reporter { bar: bar.clone(), metrics, started, seen: 0 };
     // Frozen parameters come from the model directory again on resume: a
@@ -563,10 +680,11 @@ fn train_task<M: Module, D: Dataset>(
         .with_checkpointer(checkpointer)
         .resume(o.resume)
         .with_callback(reporter)
-        .fit(model, optimizer, train, Some(test), forward)
+        .fit_with(model, optimizer, train, Some(test), &*objective)
         .map_err(e)?;
     bar.finish_and_clear();
     let seconds = started.elapsed().as_secs_f64();
+    let peak_heap = crate::HEAP.stats().peak_bytes;
     let after = evaluate(&fit.model.valid(), test, 64, &plain, forward).map_err(e)?;
     let first = fit.history.steps.first().map_or(fit.state.step, |s| s.step);
     Ok(Outcome::Trained(Trained {
@@ -577,6 +695,10 @@ fn train_task<M: Module, D: Dataset>(
         seconds,
         anomalies: fit.history.anomalies.len(),
         trainable,
+        peak_heap,
+        setting: format!("precision {precision}, recompute {recompute}, batch {batch_size}×{grad_accumulation}"),
+        overflows: fit.history.overflows.len(),
+        final_loss: fit.history.steps.last().map(|s| s.loss),
     }))
 }
 
@@ -605,15 +727,20 @@ fn accuracy(r: &EvalRecord) -> String {
 fn summary<M>(r: &Resolved, what: &str, t: &Trained<M>, extra: &str) -> Result<String, String> {
     let curves = plot_metrics(&r.out)?;
     let rss = peak_rss_mib().map(|m| format!(", peak RSS {m:.0} MiB")).unwrap_or_default();
+    let heap = format!(", peak heap while training {:.0} MiB", t.peak_heap as f64 / 1048576.0);
     let anomalies = if t.anomalies > 0 { format!(", {} steps skipped (see metrics.jsonl)", t.anomalies) } else { String::new() };
+    let overflows = if t.overflows > 0 { format!(", {} loss-scale overflows skipped", t.overflows) } else { String::new() };
+    let last = t.final_loss.map(|l| format!(", final training loss {l:.4}")).unwrap_or_default();
     Ok(format!(
-        "{what}: steps {}..{} in {:.1} s{rss}{anomalies}\n\
+        "{what}: steps {}..{} in {:.1} s{rss}{heap}{anomalies}{overflows}\n\
+         {}{last}\n\
          trainable parameters: {} of {} ({:.2} %)\n\
          held-out accuracy: {} before, {} after ({} examples)\n\
          wrote {}: {extra}metrics.jsonl, {}, checkpoints/",
         t.steps.0,
         t.steps.1,
         t.seconds,
+        t.setting,
         t.trainable.0,
         t.trainable.1,
         100.0 * t.trainable.0 as f64 / t.trainable.1.max(1) as f64,
@@ -656,7 +783,8 @@ fn run_intents(r: &Resolved, o: &Options, device: &Device) -> Result<String, Str
     let forward = |m: &SentenceClassifier, (ids, mask, y): &(Tensor<2, Int>, Tensor<2>, Tensor<1, Int>)| {
         Output::classification(m.forward(ids.clone(), mask.clone()), y.clone())
     };
-    let t = match train_task(r, o, model, &train_data, &test_data, device, forward)? {
+    let objectives = segmented::<3, SentenceClassifier, _>(forward);
+    let t = match train_task(r, o, model, &train_data, &test_data, device, forward, &objectives)? {
         Outcome::LrFind(s) => return Ok(s),
         Outcome::Trained(t) => t,
     };
@@ -696,7 +824,8 @@ fn run_digits(r: &Resolved, o: &Options, device: &Device) -> Result<String, Stri
             let mode = trainable(r.mode, "layers.2");
             let model = set_trainable(MlpConfig::new(vec![64, 128, 64, 10]).with_dropout(0.1).init(device), |p| mode.trains(p));
             let forward = |m: &ember_models::mlp::Mlp, (x, y): &(Tensor<2>, Tensor<1, Int>)| Output::classification(m.forward(x.clone()), y.clone());
-            let t = match train_task(r, o, model, &train, &test, device, forward)? {
+            let objectives = segmented::<2, ember_models::mlp::Mlp, _>(forward);
+            let t = match train_task(r, o, model, &train, &test, device, forward, &objectives)? {
                 Outcome::LrFind(s) => return Ok(s),
                 Outcome::Trained(t) => t,
             };
@@ -710,7 +839,8 @@ fn run_digits(r: &Resolved, o: &Options, device: &Device) -> Result<String, Stri
                 let n = x.dims()[0];
                 Output::classification(m.forward(x.clone().reshape([n, 1, 8, 8])), y.clone())
             };
-            let t = match train_task(r, o, model, &train, &test, device, forward)? {
+            let objectives = plain(forward);
+            let t = match train_task(r, o, model, &train, &test, device, forward, &objectives)? {
                 Outcome::LrFind(s) => return Ok(s),
                 Outcome::Trained(t) => t,
             };
@@ -724,6 +854,8 @@ fn run_digits(r: &Resolved, o: &Options, device: &Device) -> Result<String, Stri
 pub fn run(o: Options) -> Result<String, String> {
     let r = resolve(&o)?;
     let device = Device::flex().autodiff();
+    // Burn's balanced checkpointing lives on the device.
+    let device = if r.recompute == Strategy::Balanced { device.gradient_checkpointing() } else { device };
     device.seed(r.seed);
     match r.task {
         Task::Intents => run_intents(&r, &o, &device),

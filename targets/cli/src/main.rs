@@ -23,6 +23,13 @@ use std::process::ExitCode;
 use burn::tensor::Device;
 use clap::{Parser, Subcommand, ValueEnum};
 use ember_models::sentence::SentenceEncoder;
+use ember_runtime::memory::Counting;
+
+/// Every allocation goes through a counter, so runs and benchmarks can report
+/// peak heap bytes and allocations per step (and `--memory-budget` can
+/// measure candidate settings).
+#[global_allocator]
+pub static HEAP: Counting<std::alloc::System> = Counting::new(std::alloc::System);
 
 mod bench;
 mod finetune;
@@ -107,6 +114,28 @@ enum BenchWorkload {
         epochs: usize,
         /// The PyTorch side.
         #[arg(long, default_value = "tools/reference/finetune_torch.py")]
+        torch_script: PathBuf,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Step time and peak memory under fp32, f16, bf16 and recomputation,
+    /// against PyTorch autocast and torch.utils.checkpoint.
+    Memory {
+        /// Model directory (default: all-MiniLM-L6-v2 from the model cache).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Timed steps per configuration (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        iters: usize,
+        /// Untimed warm-up steps.
+        #[arg(long, default_value_t = 1)]
+        warmup: usize,
+        /// Only the MiniLM rows.
+        #[arg(long)]
+        quick: bool,
+        /// The PyTorch side.
+        #[arg(long, default_value = "tools/reference/bench_memory_torch.py")]
         torch_script: PathBuf,
         /// Also write the results as JSON here.
         #[arg(long)]
@@ -213,6 +242,9 @@ fn main() -> ExitCode {
         }
         Command::Bench { workload: BenchWorkload::Embed { model, iters, warmup, torch_script, json } } => {
             bench::embed(&model, iters, warmup, &torch_script, json.as_ref())
+        }
+        Command::Bench { workload: BenchWorkload::Memory { model, iters, warmup, quick, torch_script, json } } => {
+            finetune::default_model_dir(model).and_then(|m| bench::memory(&m, iters, warmup, &torch_script, json.as_ref(), quick))
         }
         Command::Bench { workload: BenchWorkload::Finetune { model, epochs, torch_script, json } } => {
             finetune::default_model_dir(model).and_then(|m| bench::finetune(&m, epochs, &torch_script, json.as_ref()))
