@@ -538,8 +538,13 @@ type Objectives<'a, M, B> = &'a dyn Fn(Strategy) -> Option<Box<dyn Objective<M, 
 fn segmented<const N: usize, M: ember_runtime::recompute::Segmented<N, Batch = B> + 'static, B: 'static>(
     forward: impl Fn(&M, &B) -> Output + Copy + 'static,
 ) -> impl Fn(Strategy) -> Option<Box<dyn Objective<M, B>>> {
+    // Without recomputation too the blocks run through `recompute` (with
+    // its per-block RNG seeding), so that every strategy draws the same
+    // dropout masks and trains to the same result. `forward` defines the
+    // same function for evaluation and the range test.
+    let _ = forward;
     move |s| match s {
-        Strategy::None | Strategy::Balanced => Some(Box::new(ForwardFn(forward)) as Box<dyn Objective<M, B>>),
+        Strategy::None | Strategy::Balanced => Some(Box::new(Recomputed::<N>(Strategy::None)) as Box<dyn Objective<M, B>>),
         s => Some(Box::new(Recomputed::<N>(s))),
     }
 }
@@ -736,6 +741,7 @@ fn summary<M>(r: &Resolved, what: &str, t: &Trained<M>, extra: &str) -> Result<S
          {}{last}\n\
          trainable parameters: {} of {} ({:.2} %)\n\
          held-out accuracy: {} before, {} after ({} examples)\n\
+         held-out loss: {:.4} before, {:.4} after\n\
          wrote {}: {extra}metrics.jsonl, {}, checkpoints/",
         t.steps.0,
         t.steps.1,
@@ -747,6 +753,8 @@ fn summary<M>(r: &Resolved, what: &str, t: &Trained<M>, extra: &str) -> Result<S
         accuracy(&t.before),
         accuracy(&t.after),
         t.after.examples,
+        t.before.loss,
+        t.after.loss,
         r.out.display(),
         curves.file_name().unwrap_or_default().to_string_lossy(),
     ))
