@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds ember-runtime and ember-mcu without std for a bare-metal Cortex-M4F
-# target (thumbv7em-none-eabihf), as libraries and through the `ember-canary`
+# target (thumbv7em-none-eabihf): ember-mcu as a library (ember-runtime comes
+# without its default `std` feature as its dependency; `-p ember-runtime` would
+# turn `std` on) and the `ember-canary`
 # #![no_std] #![no_main] binary that links both. If anything in the dependency tree needed std, this
 # would fail to compile: the target has no std at all.
 #
@@ -24,7 +26,7 @@ fi
 
 echo "nostd-check: $(/usr/bin/rustc --version), target $TARGET"
 RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/nostd \
-    /usr/bin/cargo build --locked --release -p ember-runtime -p ember-mcu -p ember-canary \
+    /usr/bin/cargo build --locked --release -p ember-mcu -p ember-canary \
     --target "$TARGET" -Zbuild-std=core,alloc
 
 bin=target/nostd/$TARGET/release/ember-canary
