@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds ember-runtime without std for a bare-metal Cortex-M4F target
-# (thumbv7em-none-eabihf), through the `ember-canary` #![no_std] #![no_main]
-# binary that links it. If anything in the dependency tree needed std, this
+# Builds ember-runtime and ember-mcu without std for a bare-metal Cortex-M4F
+# target (thumbv7em-none-eabihf): ember-mcu as a library (ember-runtime comes
+# without its default `std` feature as its dependency; `-p ember-runtime` would
+# turn `std` on) and the `ember-canary`
+# #![no_std] #![no_main] binary that links both. If anything in the dependency tree needed std, this
 # would fail to compile: the target has no std at all.
 #
 # rustup cannot add targets offline, so this uses Debian's rustc-web /
@@ -24,9 +26,9 @@ fi
 
 echo "nostd-check: $(/usr/bin/rustc --version), target $TARGET"
 RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/nostd \
-    /usr/bin/cargo build --locked --release -p ember-canary \
+    /usr/bin/cargo build --locked --release -p ember-mcu -p ember-canary \
     --target "$TARGET" -Zbuild-std=core,alloc
 
 bin=target/nostd/$TARGET/release/ember-canary
 size=$(stat -c %s "$bin")
-echo "nostd-check: ok, $bin ($size bytes) links ember-runtime, burn-flex, autodiff and optimizers without std"
+echo "nostd-check: ok, $bin ($size bytes) links ember-runtime, ember-mcu, burn-flex, autodiff and optimizers without std"

@@ -1,6 +1,7 @@
 //! A `#![no_std]` `#![no_main]` canary that links `ember-runtime` and Burn's
 //! flex backend with autodiff and optimizers, and runs one clipped AdamW step
-//! under a cosine schedule. It only has to *build* for a bare-metal target
+//! under a cosine schedule, and `ember-mcu`'s online learner (a few samples,
+//! then its weights as safetensors bytes). It only has to *build* for a bare-metal target
 //! (`thumbv7em-none-eabihf`): if anything in the dependency tree needed `std`,
 //! the build would fail. `tools/nostd-check.sh` builds it.
 #![no_std]
@@ -32,5 +33,16 @@ pub fn train_step() -> u32 {
     let norm = GlobalNormClip::new(1.0).clip(&model, &mut grads).unwrap_or(f64::NAN);
     let lr = Cosine::new(1e-3, 10).lr(1);
     let model = optim::adamw(0.01).init().step(lr, model, grads);
-    (norm as f32).to_bits() ^ (model.num_params() as u32)
+    (norm as f32).to_bits() ^ (model.num_params() as u32) ^ learn_online()
+}
+
+/// A few samples through `ember-mcu`'s learner (two updates), then its
+/// weights as safetensors bytes; the entry point keeps the result alive.
+pub fn learn_online() -> u32 {
+    let config = ember_mcu::LearnerConfig::new(4, 4).with_optimizer(ember_mcu::Optimizer::Sgd);
+    let Ok(mut learner) = ember_mcu::Learner::new(config) else { return 0 };
+    for t in 0..6u8 {
+        learner.observe(f32::from(t) * 0.25);
+    }
+    learner.to_safetensors().len() as u32 ^ learner.predict().unwrap_or(0.0).to_bits()
 }
