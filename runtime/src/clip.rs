@@ -34,7 +34,7 @@
 
 use alloc::vec::Vec;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
@@ -75,6 +75,12 @@ impl NormType {
 
     /// The norm of a flattened tensor, as a one-element tensor (stays on device).
     pub fn norm(self, tensor: Tensor<1>) -> Tensor<1> {
+        self.norm_nd(tensor)
+    }
+
+    /// The norm of a tensor of any rank, as a one-element tensor (no
+    /// reshaping, so no copy of a non-contiguous tensor).
+    pub fn norm_nd<const D: usize>(self, tensor: Tensor<D>) -> Tensor<1> {
         match self {
             NormType::L2 => tensor.clone().mul(tensor).sum().sqrt(),
             NormType::Inf => tensor.abs().max(),
@@ -134,13 +140,12 @@ impl GlobalNormClip {
                 message: alloc::format!("norm_type must be ≥ 1, got {p}"),
             });
         }
-        let entries = parameters(module, Some(grads));
-        let total = global_norm_of(entries.iter().filter_map(|e| e.grad.clone()), self.norm_type);
+        let total = combine_norms(grad_norms(module, grads, self.norm_type), self.norm_type);
         if !total.is_finite() && self.error_if_nonfinite {
-            let path = entries
-                .iter()
+            let path = parameters(module, Some(grads))
+                .into_iter()
                 .find(|e| e.grad.as_ref().is_some_and(|g| !tensor_is_finite(g.clone())))
-                .map(|e| e.path.clone());
+                .map(|e| e.path);
             return Err(Error::NonFiniteGradNorm { total_norm: total as f64, path });
         }
         let coef = (self.max_norm as f32) / (total + 1e-6);
@@ -156,6 +161,35 @@ impl GlobalNormClip {
 /// gradients), with a single read-back from the device. Empty input gives 0.
 pub fn global_norm_of(tensors: impl IntoIterator<Item = Tensor<1>>, norm_type: NormType) -> f32 {
     let norms: Vec<Tensor<1>> = tensors.into_iter().map(|t| norm_type.norm(t)).collect();
+    if norms.is_empty() {
+        return 0.0;
+    }
+    norm_type.norm(Tensor::cat(norms, 0)).into_scalar::<f32>()
+}
+
+/// The `norm_type` norm of every gradient of `module` found in `grads`, in
+/// declaration order, each a one-element tensor. The gradients are read in
+/// place (no flattened copies).
+pub fn grad_norms<M: Module>(module: &M, grads: &GradientsParams, norm_type: NormType) -> Vec<Tensor<1>> {
+    struct Norms<'a> {
+        grads: &'a GradientsParams,
+        norm_type: NormType,
+        out: Vec<Tensor<1>>,
+    }
+    impl ModuleVisitor for Norms<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.get::<D>(param.id) {
+                self.out.push(self.norm_type.norm_nd(g));
+            }
+        }
+    }
+    let mut v = Norms { grads, norm_type, out: Vec::new() };
+    module.visit(&mut v);
+    v.out
+}
+
+/// The `norm_type` norm of per-tensor norms (one read-back); 0 for none.
+pub fn combine_norms(norms: Vec<Tensor<1>>, norm_type: NormType) -> f32 {
     if norms.is_empty() {
         return 0.0;
     }

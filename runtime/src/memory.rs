@@ -220,6 +220,9 @@ mod tests {
             layout.align() as *mut u8
         }
         unsafe fn dealloc(&self, _: *mut u8, _: Layout) {}
+        unsafe fn realloc(&self, ptr: *mut u8, _: Layout, _: usize) -> *mut u8 {
+            ptr
+        }
     }
 
     #[test]

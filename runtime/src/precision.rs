@@ -54,7 +54,7 @@
 
 use core::cell::Cell;
 
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::conv::{Conv1d, Conv2d};
 use burn::nn::{LayerNorm, Linear};
 use burn::optim::GradientsParams;
@@ -187,10 +187,11 @@ fn is(x: &DType, dtype: FloatDType) -> bool {
     *x == DType::from(dtype)
 }
 
-/// `x` in fp32 (no-op when it already is): for norms, softmax, losses and
-/// reductions under autocast.
+/// `x` in fp32 when it is in a reduced type (f16, bf16); f32 and f64 stay as
+/// they are. For norms, softmax, losses and reductions under autocast.
 pub fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    if is(&x.dtype(), FloatDType::F32) { x } else { x.cast(FloatDType::F32) }
+    let dtype = x.dtype();
+    if is(&dtype, FloatDType::F16) || is(&dtype, FloatDType::BF16) { x.cast(FloatDType::F32) } else { x }
 }
 
 /// `x` in the compute type in force (no-op outside autocast).
@@ -383,16 +384,32 @@ impl LossScaler {
             // PyTorch multiplies by the fp32 reciprocal of the scale.
             scale_grads(model, grads, f64::from((1.0 / self.scale) as f32));
         }
-        // One read-back: (g - g) sums to 0 exactly when every element is finite.
-        let entries = parameters(model, Some(grads));
-        let checks: Vec<Tensor<1>> = entries.iter().filter_map(|e| e.grad.clone().map(|g| (g.clone() - g).sum())).collect();
-        if checks.is_empty() {
+        // One read-back: (g − g) sums to 0 exactly when every element is
+        // finite. Computed on the gradients in place (no flattened copies).
+        struct Check<'a> {
+            grads: &'a GradientsParams,
+            sums: Vec<Tensor<1>>,
+        }
+        impl ModuleVisitor for Check<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if let Some(g) = self.grads.get::<D>(param.id) {
+                    self.sums.push((g.clone() - g).sum());
+                }
+            }
+        }
+        let mut check = Check { grads, sums: Vec::new() };
+        model.visit(&mut check);
+        if check.sums.is_empty() {
             return Unscaled { found_inf: false, path: None };
         }
-        let sums = Tensor::cat(checks, 0).into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
-        let mut with_grad = entries.iter().filter(|e| e.grad.is_some());
-        let path = sums.iter().zip(&mut with_grad).find(|(s, _)| **s != 0.0).map(|(_, e)| e.path.clone());
-        Unscaled { found_inf: path.is_some(), path }
+        let sums = Tensor::cat(check.sums, 0).into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        if sums.iter().all(|s| *s == 0.0) {
+            return Unscaled { found_inf: false, path: None };
+        }
+        // Name the first parameter whose gradient is not finite.
+        let mut with_grad = parameters(model, Some(grads)).into_iter().filter(|e| e.grad.is_some());
+        let path = sums.iter().zip(&mut with_grad).find(|(s, _)| **s != 0.0).map(|(_, e)| e.path);
+        Unscaled { found_inf: true, path: path.or(Some(alloc::string::String::new())) }
     }
 
     /// Updates the scale after a step: back off after non-finite gradients,

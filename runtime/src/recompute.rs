@@ -194,13 +194,47 @@ pub fn forward_backward<const D: usize, M: Segmented<D>>(
     strategy: Strategy,
     loss_scale: f64,
 ) -> (Output, GradientsParams) {
+    forward_backward_observed(model, batch, strategy, loss_scale, None)
+}
+
+/// Bytes of the gradients in `grads` (for [`forward_backward_observed`]).
+fn grad_bytes<M: Module>(model: &M, grads: &GradientsParams) -> usize {
+    struct Bytes<'a>(&'a GradientsParams, usize);
+    impl burn::module::ModuleVisitor for Bytes<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+            if let Some(g) = self.0.get::<D>(param.id) {
+                self.1 += g.shape().num_elements() * g.dtype().size();
+            }
+        }
+    }
+    let mut b = Bytes(grads, 0);
+    model.visit(&mut b);
+    b.1
+}
+
+/// [`forward_backward`], calling `observe(gradient_bytes)` right before each
+/// backward pass starts — the moments when the activations kept for backward
+/// are at their largest — with the bytes of the parameter gradients held at
+/// that moment. A memory counter read there, minus those bytes, is the
+/// activation memory of the step (see `ember bench memory`).
+pub fn forward_backward_observed<const D: usize, M: Segmented<D>>(
+    model: &M,
+    batch: &M::Batch,
+    strategy: Strategy,
+    loss_scale: f64,
+    mut observe: Option<&mut dyn FnMut(usize)>,
+) -> (Output, GradientsParams) {
     let segments = strategy.segments(model.num_blocks());
     if segments.is_empty() {
         let out = forward(model, batch);
         let loss = scaled(out.loss.clone(), loss_scale);
+        if let Some(f) = observe.as_mut() {
+            f(0);
+        }
         let grads = GradientsParams::from_grads(loss.backward(), model);
         return (detached(out), grads);
     }
+    let mut held = 0usize;
     let device = model_device(model);
     let base = draw_base(&device);
     let n = model.num_blocks();
@@ -225,9 +259,16 @@ pub fn forward_backward<const D: usize, M: Segmented<D>>(
     let last = x.detach().require_grad();
     device.seed(block_seed(base, usize::MAX - 1));
     let out = model.head(last.clone(), batch, &ctx);
+    if let Some(f) = observe.as_mut() {
+        f(held);
+    }
     let mut grads = scaled(out.loss.clone(), loss_scale).backward();
     let mut upstream = last.grad(&grads);
-    accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
+    let params = GradientsParams::from_grads(grads, model);
+    if observe.is_some() {
+        held += grad_bytes(model, &params);
+    }
+    accumulator.accumulate(model, params);
     let out = detached(out);
 
     // Backward through the segments in reverse, recomputing each.
@@ -239,9 +280,17 @@ pub fn forward_backward<const D: usize, M: Segmented<D>>(
             device.seed(block_seed(base, i));
             y = model.block(i, y, &ctx);
         }
-        grads = surrogate(y, g).backward();
+        let loss = surrogate(y, g);
+        if let Some(f) = observe.as_mut() {
+            f(held);
+        }
+        grads = loss.backward();
         upstream = x_in.grad(&grads);
-        accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
+        let params = GradientsParams::from_grads(grads, model);
+        if observe.is_some() {
+            held += grad_bytes(model, &params);
+        }
+        accumulator.accumulate(model, params);
     }
     // Into the stem, when its output is part of a graph.
     if let Some(g) = upstream
@@ -251,6 +300,7 @@ pub fn forward_backward<const D: usize, M: Segmented<D>>(
         accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
     }
     let _ = n;
+    let _ = held;
     (out, accumulator.grads())
 }
 

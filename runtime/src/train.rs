@@ -72,7 +72,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor};
 
 use crate::Error;
-use crate::clip::{GlobalNormClip, NormType, global_norm_of, tensor_is_finite};
+use crate::clip::{GlobalNormClip, NormType, combine_norms, grad_norms, tensor_is_finite};
 use crate::diagnostics::{GradMonitor, GradWarning};
 use crate::params::{materialize, parameters};
 use crate::precision::{self, LossScalerConfig, Precision, to_f32};
@@ -797,10 +797,7 @@ impl<'a, M: Module> Trainer<'a, M> {
                     }
                     grad_norm = match &c.clip {
                         Some(clip) => (*clip).with_error_if_nonfinite(false).clip(&model, &mut grads)?,
-                        None => f64::from(global_norm_of(
-                            parameters(&model, Some(&grads)).into_iter().filter_map(|e| e.grad),
-                            NormType::L2,
-                        )),
+                        None => f64::from(combine_norms(grad_norms(&model, &grads, NormType::L2), NormType::L2)),
                     };
                     if !grad_norm.is_finite() {
                         let path = first_non_finite_grad(&model, &grads);

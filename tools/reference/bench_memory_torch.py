@@ -14,7 +14,7 @@ prints one JSON object. Workloads, matching the Ember side:
 Memory: the step's peak resident memory above the resident memory before the
 step (Linux: ``/proc/self/clear_refs`` resets the peak, ``VmHWM`` reads it),
 in steady state (after warm-up, optimizer state allocated, gradients set to
-None between steps). ``MALLOC_MMAP_THRESHOLD_`` is set low by the caller so
+None at the end of each step). ``MALLOC_MMAP_THRESHOLD_`` is set low by the caller so
 that freed tensors go back to the system and do not hide in the heap.
 """
 
@@ -138,7 +138,8 @@ def main():
     opt = torch.optim.AdamW(params, lr=1e-4)
 
     def step():
-        opt.zero_grad(set_to_none=True)
+        # Gradients are freed at the end of a step (set to None), so that the
+        # memory before a step is weights and optimizer state, as in Ember.
         if dtype is None:
             loss = loss_fn()
         else:
@@ -147,6 +148,7 @@ def main():
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
+        opt.zero_grad(set_to_none=True)
         return loss.item()
 
     for _ in range(args.warmup):

@@ -1,6 +1,6 @@
 //! A `#![no_std]` `#![no_main]` canary that links `ember-runtime` and Burn's
 //! flex backend with autodiff and optimizers, and runs one clipped AdamW step
-//! under a cosine schedule, and `ember-mcu`'s online learner (a few samples,
+//! under a cosine schedule in bf16 with loss scaling, and `ember-mcu`'s online learner (a few samples,
 //! then its weights as safetensors bytes). It only has to *build* for a bare-metal target
 //! (`thumbv7em-none-eabihf`): if anything in the dependency tree needed `std`,
 //! the build would fail. `tools/nostd-check.sh` builds it.
@@ -20,6 +20,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use ember_runtime::clip::GlobalNormClip;
 use ember_runtime::loss::mse;
 use ember_runtime::optim;
+use ember_runtime::precision::{self, LossScalerConfig, Precision, autocast};
 use ember_runtime::schedule::{Cosine, Schedule};
 
 /// One training step; the entry point in [`platform`] calls it.
@@ -28,8 +29,13 @@ pub fn train_step() -> u32 {
     let model = LinearConfig::new(4, 1).init(&device);
     let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 8], [2, 4]), &device);
     let y = Tensor::<2>::zeros([2, 1], &device);
-    let loss = mse(model.forward(x), y);
-    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+    // Mixed precision without std: bf16 compute, fp32 master weights, and
+    // the loss scaler's unscale/update around the step.
+    let mut scaler = LossScalerConfig::default().init();
+    let loss = autocast(Precision::Bf16, || mse(precision::linear(&model, x), y));
+    let mut grads = GradientsParams::from_grads(scaler.scale_loss(loss).backward(), &model);
+    let found_inf = scaler.unscale(&model, &mut grads).found_inf;
+    scaler.update(found_inf);
     let norm = GlobalNormClip::new(1.0).clip(&model, &mut grads).unwrap_or(f64::NAN);
     let lr = Cosine::new(1e-3, 10).lr(1);
     let model = optim::adamw(0.01).init().step(lr, model, grads);

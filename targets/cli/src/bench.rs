@@ -23,7 +23,7 @@ use ember_models::residual::ResidualMlpConfig;
 use ember_models::sentence::SentenceEncoder;
 use ember_runtime::peft::LoraConfig;
 use ember_runtime::precision::{self, LossScaler, Precision};
-use ember_runtime::recompute::{Segmented, Strategy, forward_backward};
+use ember_runtime::recompute::{Segmented, Strategy, forward_backward_observed};
 
 /// 32 on-device assistant requests of everyday length.
 const SENTENCES: [&str; 32] = [
@@ -241,16 +241,19 @@ const MEM_CONFIGS: [MemConfig; 7] = [
     MemConfig { precision: Precision::Fp32, recompute: Strategy::Balanced },
 ];
 
-/// Time (median, ms) and the largest peak heap above the step's start (MiB)
-/// of `iters` training steps after `warmup`, and the allocations of the last.
+/// Time (median, ms), the largest peak heap above the step's start (MiB),
+/// the largest activation memory (MiB: live bytes above the step's start,
+/// less the gradients held, right before a backward pass begins) of `iters`
+/// training steps after `warmup`, and the allocations of the last step.
 fn time_steps<const N: usize, M: Segmented<N>>(
     model: M,
     batch: &M::Batch,
     c: MemConfig,
     iters: usize,
     warmup: usize,
-) -> (f64, f64, usize) {
+) -> (f64, f64, f64, usize) {
     let mut model = model;
+    let activations = std::cell::Cell::new(0usize);
     let mut optimizer = ember_runtime::optim::adamw(0.01).init();
     let mut scaler = LossScaler::for_precision(c.precision);
     let heap = &crate::HEAP;
@@ -259,21 +262,29 @@ fn time_steps<const N: usize, M: Segmented<N>>(
         let t = Instant::now();
         let (m, stats) = heap.measure(|| {
             let recompute = if c.recompute == Strategy::Balanced { Strategy::None } else { c.recompute };
-            let (_, mut grads) =
-                precision::autocast(c.precision, || forward_backward(&model, batch, recompute, scaler.scale()));
+            let base = heap.stats().current_bytes;
+            let mut observe = |grad_bytes: usize| {
+                let live = heap.stats().current_bytes.saturating_sub(base + grad_bytes);
+                activations.set(activations.get().max(live));
+            };
+            let (_, mut grads) = precision::autocast(c.precision, || {
+                forward_backward_observed(&model, batch, recompute, scaler.scale(), Some(&mut observe))
+            });
             let overflow = scaler.is_enabled() && scaler.unscale(&model, &mut grads).found_inf;
             scaler.update(overflow);
             if overflow { model.clone() } else { optimizer.step(1e-4, model.clone(), grads) }
         });
         let elapsed = t.elapsed().as_secs_f64();
         model = m;
-        if i >= warmup {
+        if i < warmup {
+            activations.set(0);
+        } else {
             times.push(elapsed);
             peak = peak.max(stats.peak_bytes);
             allocations = stats.allocations;
         }
     }
-    (median(times) * 1e3, peak as f64 / 1048576.0, allocations)
+    (median(times) * 1e3, peak as f64 / 1048576.0, activations.get() as f64 / 1048576.0, allocations)
 }
 
 /// Gradient bytes (fp32) of the trainable parameters of `model`, in MiB.
@@ -294,7 +305,7 @@ pub fn memory(model_dir: &Path, iters: usize, warmup: usize, torch_script: &Path
             let device = Device::flex().autodiff();
             let device = if c.recompute == Strategy::Balanced { device.gradient_checkpointing() } else { device };
             device.seed(0);
-            let (ms, peak, allocs, grads, batch_desc) = match workload {
+            let (ms, peak, acts, allocs, grads, batch_desc) = match workload {
                 "residual" => {
                     let model = ember_runtime::params::materialize(
                         ResidualMlpConfig::new(1024, 1024, 1, 32).with_batch_norm(false).init(&device),
@@ -302,8 +313,8 @@ pub fn memory(model_dir: &Path, iters: usize, warmup: usize, torch_script: &Path
                     let x = Tensor::<2>::random([256, 1024], Distribution::Normal(0.0, 1.0), &device);
                     let y = Tensor::<2>::random([256, 1], Distribution::Normal(0.0, 1.0), &device);
                     let g = grad_mib(&model);
-                    let (ms, peak, allocs) = time_steps(model, &(x, y), c, iters, warmup);
-                    (ms, peak, allocs, g, "batch 256".to_string())
+                    let (ms, peak, acts, allocs) = time_steps(model, &(x, y), c, iters, warmup);
+                    (ms, peak, acts, allocs, g, "batch 256".to_string())
                 }
                 _ => {
                     let encoder = SentenceEncoder::from_dir(model_dir, &device).map_err(|e| e.to_string())?;
@@ -317,8 +328,8 @@ pub fn memory(model_dir: &Path, iters: usize, warmup: usize, torch_script: &Path
                     let labels = Tensor::<1, Int>::from_data(TensorData::new((0..16).map(|i| i % 8).collect::<Vec<i64>>(), [16]), &device);
                     let g = grad_mib(&model);
                     let batch = (ids.to_device(&device), mask.to_device(&device), labels);
-                    let (ms, peak, allocs) = time_steps(model, &batch, c, iters, warmup);
-                    (ms, peak, allocs, g, format!("batch 16, {tokens} tokens"))
+                    let (ms, peak, acts, allocs) = time_steps(model, &batch, c, iters, warmup);
+                    (ms, peak, acts, allocs, g, format!("batch 16, {tokens} tokens"))
                 }
             };
             let recompute = match c.recompute {
@@ -345,10 +356,10 @@ pub fn memory(model_dir: &Path, iters: usize, warmup: usize, torch_script: &Path
                 }
                 serde_json::from_slice(&out.stdout).map_err(|e| format!("torch side output: {e}"))?
             };
-            eprintln!("{workload} {} + recompute {recompute}: ember {ms:.0} ms, {peak:.0} MiB; pytorch {torch}", c.precision);
+            eprintln!("{workload} {} + recompute {recompute}: ember {ms:.0} ms, step peak {peak:.0} MiB, activations {acts:.1} MiB; pytorch {torch}", c.precision);
             rows.push(serde_json::json!({
                 "workload": workload, "batch": batch_desc, "precision": c.precision.name(), "recompute": recompute,
-                "ember": {"step_ms": ms, "step_peak_mib": peak, "grad_mib": grads, "allocations_per_step": allocs},
+                "ember": {"step_ms": ms, "step_peak_mib": peak, "activation_mib": acts, "grad_mib": grads, "allocations_per_step": allocs},
                 "pytorch": torch,
             }));
         }
@@ -357,25 +368,25 @@ pub fn memory(model_dir: &Path, iters: usize, warmup: usize, torch_script: &Path
     let mut table = format!(
         "memory: one training step (forward, backward, AdamW), {threads} threads, median of {iters} after {warmup} warm-up\n\
          step peak = the most memory live during the step above what the model and optimizer hold before it\n\
-         (Ember: counting allocator; PyTorch: peak RSS above RSS before the step); activations = step peak − fp32 gradients\n\n\
-         | workload | precision | recompute | Ember step (ms) | Ember step peak (MiB) | Ember activations (MiB) | PyTorch step (ms) | PyTorch step peak (MiB) | PyTorch activations (MiB) | step time Ember/PyTorch |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---:|\n"
+         (Ember: counting allocator; PyTorch: peak RSS above RSS before the step, glibc returning freed blocks);\n\
+         activations (Ember) = live bytes above the step's start less the gradients held, right before each backward pass\n\n\
+         | workload | precision | recompute | Ember step (ms) | Ember step peak (MiB) | Ember activations (MiB) | PyTorch step (ms) | PyTorch step peak (MiB) | step time Ember/PyTorch |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|\n"
     );
     for r in &rows {
         let (e, t) = (&r["ember"], &r["pytorch"]);
         let cell = |v: f64| if v.is_nan() { "—".to_string() } else { format!("{v:.0}") };
         table.push_str(&format!(
-            "| {} ({}) | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |\n",
+            "| {} ({}) | {} | {} | {:.0} | {:.0} | {:.1} | {} | {} | {} |\n",
             r["workload"].as_str().unwrap_or(""),
             r["batch"].as_str().unwrap_or(""),
             r["precision"].as_str().unwrap_or(""),
             r["recompute"].as_str().unwrap_or(""),
             f(e, "step_ms"),
             f(e, "step_peak_mib"),
-            f(e, "step_peak_mib") - f(e, "grad_mib"),
+            f(e, "activation_mib"),
             cell(f(t, "step_ms")),
             cell(f(t, "step_peak_mib")),
-            cell(f(t, "step_peak_mib") - f(t, "grad_mib")),
             if t.is_null() { "—".to_string() } else { format!("{:.2}×", f(e, "step_ms") / f(t, "step_ms")) },
         ));
     }
