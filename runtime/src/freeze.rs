@@ -15,7 +15,7 @@
 //! assert_eq!(trainable_count(&bias_only), (3, 15));
 //! ```
 
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
@@ -91,7 +91,7 @@ pub fn set_trainable<M: Module>(module: M, trainable: impl FnMut(&str) -> bool) 
 /// An invalid regular expression.
 #[cfg(feature = "std")]
 pub fn freeze_matching<M: Module>(module: M, patterns: &[&str]) -> Result<M, crate::Error> {
-    let set = regex::RegexSet::new(patterns).map_err(|e| crate::Error::InvalidArgument { message: e.to_string() })?;
+    let set = regex::RegexSet::new(patterns).map_err(|e| crate::Error::InvalidArgument { message: alloc::format!("{e}") })?;
     let current: Vec<(String, bool)> = trainable_paths(&module);
     let mut i = 0;
     Ok(set_trainable(module, |path| {
@@ -142,6 +142,7 @@ pub fn trainable_count<M: Module>(module: &M) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+    use alloc::string::ToString;
     use super::*;
     use alloc::vec;
 

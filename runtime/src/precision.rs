@@ -52,8 +52,6 @@
 //! and does not need one; [`LossScaler::for_precision`] gives a disabled
 //! scaler for it.
 
-use core::cell::Cell;
-
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::nn::conv::{Conv1d, Conv2d};
 use burn::nn::{LayerNorm, Linear};
@@ -139,7 +137,7 @@ impl core::str::FromStr for Precision {
 
 #[cfg(feature = "std")]
 std::thread_local! {
-    static CURRENT: Cell<u8> = const { Cell::new(0) };
+    static CURRENT: core::cell::Cell<u8> = const { core::cell::Cell::new(0) };
 }
 
 #[cfg(not(feature = "std"))]
