@@ -32,6 +32,11 @@
 //! [`Trainer`](crate::train::Trainer) does it): a lazily initialised parameter
 //! would draw its value from the RNG between the per-block seeds.
 //!
+//! As with `torch.utils.checkpoint`, a block with running statistics (batch
+//! norm in training mode) updates them twice per step under recomputation
+//! (forward pass and recomputation); layer norm, dropout and the layers of
+//! Ember's models are unaffected.
+//!
 //! ```
 //! use burn::module::Module;
 //! use burn::nn::{Linear, LinearConfig};

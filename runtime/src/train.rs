@@ -19,6 +19,13 @@
 //!   each step and the data order of an epoch depends on `(seed, epoch)` only,
 //!   so a run resumed from a checkpoint is bit-identical to one that never
 //!   stopped.
+//! * **Mixed precision.** [`TrainerConfig::with_precision`] runs forward and
+//!   backward under [`autocast`](crate::precision::autocast) with fp32 master
+//!   weights; for f16 a [`LossScaler`](crate::precision::LossScaler) scales
+//!   the loss, unscales the gradients before callbacks and clipping, and skips
+//!   steps whose gradients overflow ([`Event::Overflow`]).
+//! * **Recomputation.** [`Trainer::fit_with`] takes any [`Objective`];
+//!   [`Recomputed`] trains a [`Segmented`] model with segment recomputation.
 //! * **Checkpoints** (std): with [`Trainer::with_checkpointer`] a checkpoint is
 //!   written at the end of every epoch and every
 //!   [`TrainerConfig::checkpoint_every`] steps, and [`Trainer::resume`]

@@ -8,11 +8,14 @@
 //! * `ember finetune` — training on the device: with no arguments, LoRA
 //!   fine-tuning of all-MiniLM-L6-v2 with a classification head on the
 //!   shipped intent dataset; `--task digits` trains on the 8×8 digits;
-//!   `--config FILE.toml`, `--resume`, `--lr-find`.
+//!   `--config FILE.toml`, `--resume`, `--lr-find`, `--precision`,
+//!   `--recompute`, `--memory-budget`.
 //! * `ember bench embed --model DIR` — Ember against sentence-transformers on
 //!   torch CPU in the same run; `ember bench finetune` — the default
 //!   fine-tuning job against transformers + peft (both need the Python
-//!   packages of `tools/reference/requirements.txt`).
+//!   packages of `tools/reference/requirements.txt`); `ember bench memory` —
+//!   step time and peak memory under fp32/f16/bf16 and recomputation against
+//!   PyTorch autocast and torch.utils.checkpoint.
 //!
 //! Errors go to stderr as one clear message with a non-zero exit status.
 
