@@ -61,7 +61,7 @@ use burn::tensor::{DType, FloatDType, Tensor};
 use crate::Error;
 use alloc::vec::Vec;
 
-use crate::params::{parameters, scale_grads};
+use crate::params::scale_grads;
 
 /// The floating-point type compute runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -404,10 +404,7 @@ impl LossScaler {
         if sums.iter().all(|s| *s == 0.0) {
             return Unscaled { found_inf: false, path: None };
         }
-        // Name the first parameter whose gradient is not finite.
-        let mut with_grad = parameters(model, Some(grads)).into_iter().filter(|e| e.grad.is_some());
-        let path = sums.iter().zip(&mut with_grad).find(|(s, _)| **s != 0.0).map(|(_, e)| e.path);
-        Unscaled { found_inf: true, path: path.or(Some(alloc::string::String::new())) }
+        Unscaled { found_inf: true, path: crate::train::first_non_finite_grad(model, grads) }
     }
 
     /// Updates the scale after a step: back off after non-finite gradients,

@@ -242,7 +242,6 @@ pub fn forward_backward_observed<const D: usize, M: Segmented<D>>(
     let mut held = 0usize;
     let device = model_device(model);
     let base = draw_base(&device);
-    let n = model.num_blocks();
 
     // Forward: the stem with a graph (it may have trainable parameters), the
     // blocks without one, keeping each segment's input.
@@ -304,8 +303,6 @@ pub fn forward_backward_observed<const D: usize, M: Segmented<D>>(
         let grads = surrogate(x0, g).backward();
         accumulator.accumulate(model, GradientsParams::from_grads(grads, model));
     }
-    let _ = n;
-    let _ = held;
     (out, accumulator.grads())
 }
 
@@ -315,7 +312,7 @@ fn surrogate<const D: usize>(y: Tensor<D>, g: Tensor<D>) -> Tensor<1> {
     (to_f32(y) * to_f32(g).detach()).sum()
 }
 
-fn scaled(loss: Tensor<1>, scale: f64) -> Tensor<1> {
+pub(crate) fn scaled(loss: Tensor<1>, scale: f64) -> Tensor<1> {
     if scale == 1.0 { loss } else { to_f32(loss).mul_scalar(scale) }
 }
 

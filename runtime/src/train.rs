@@ -82,7 +82,7 @@ use crate::Error;
 use crate::clip::{GlobalNormClip, NormType, combine_norms, grad_norms, tensor_is_finite};
 use crate::diagnostics::{GradMonitor, GradWarning};
 use crate::params::{materialize, parameters};
-use crate::precision::{self, LossScalerConfig, Precision, to_f32};
+use crate::precision::{self, LossScalerConfig, Precision};
 use crate::recompute::{Segmented, Strategy};
 use crate::schedule::Schedule;
 
@@ -184,7 +184,7 @@ impl<M: Module, B, F: Fn(&M, &B) -> Output> Objective<M, B> for ForwardFn<F> {
     }
     fn forward_backward(&self, model: &M, batch: &B, loss_scale: f64) -> (Output, GradientsParams) {
         let mut out = (self.0)(model, batch);
-        let loss = if loss_scale == 1.0 { out.loss.clone() } else { to_f32(out.loss.clone()).mul_scalar(loss_scale) };
+        let loss = crate::recompute::scaled(out.loss.clone(), loss_scale);
         let grads = GradientsParams::from_grads(loss.backward(), model);
         out.loss = out.loss.detach();
         (out, grads)

@@ -535,14 +535,11 @@ type Objectives<'a, M, B> = &'a dyn Fn(Strategy) -> Option<Box<dyn Objective<M, 
 
 /// The objective (plain backward, or segment recomputation) of a network
 /// that implements [`ember_runtime::recompute::Segmented`].
-fn segmented<const N: usize, M: ember_runtime::recompute::Segmented<N, Batch = B> + 'static, B: 'static>(
-    forward: impl Fn(&M, &B) -> Output + Copy + 'static,
-) -> impl Fn(Strategy) -> Option<Box<dyn Objective<M, B>>> {
+fn segmented<const N: usize, M: ember_runtime::recompute::Segmented<N, Batch = B> + 'static, B: 'static>()
+-> impl Fn(Strategy) -> Option<Box<dyn Objective<M, B>>> {
     // Without recomputation too the blocks run through `recompute` (with
     // its per-block RNG seeding), so that every strategy draws the same
-    // dropout masks and trains to the same result. `forward` defines the
-    // same function for evaluation and the range test.
-    let _ = forward;
+    // dropout masks and trains to the same result.
     move |s| match s {
         Strategy::None | Strategy::Balanced => Some(Box::new(Recomputed::<N>(Strategy::None)) as Box<dyn Objective<M, B>>),
         s => Some(Box::new(Recomputed::<N>(s))),
@@ -791,7 +788,7 @@ fn run_intents(r: &Resolved, o: &Options, device: &Device) -> Result<String, Str
     let forward = |m: &SentenceClassifier, (ids, mask, y): &(Tensor<2, Int>, Tensor<2>, Tensor<1, Int>)| {
         Output::classification(m.forward(ids.clone(), mask.clone()), y.clone())
     };
-    let objectives = segmented::<3, SentenceClassifier, _>(forward);
+    let objectives = segmented::<3, SentenceClassifier, _>();
     let t = match train_task(r, o, model, &train_data, &test_data, device, forward, &objectives)? {
         Outcome::LrFind(s) => return Ok(s),
         Outcome::Trained(t) => t,
@@ -832,7 +829,7 @@ fn run_digits(r: &Resolved, o: &Options, device: &Device) -> Result<String, Stri
             let mode = trainable(r.mode, "layers.2");
             let model = set_trainable(MlpConfig::new(vec![64, 128, 64, 10]).with_dropout(0.1).init(device), |p| mode.trains(p));
             let forward = |m: &ember_models::mlp::Mlp, (x, y): &(Tensor<2>, Tensor<1, Int>)| Output::classification(m.forward(x.clone()), y.clone());
-            let objectives = segmented::<2, ember_models::mlp::Mlp, _>(forward);
+            let objectives = segmented::<2, ember_models::mlp::Mlp, _>();
             let t = match train_task(r, o, model, &train, &test, device, forward, &objectives)? {
                 Outcome::LrFind(s) => return Ok(s),
                 Outcome::Trained(t) => t,
