@@ -26,7 +26,7 @@ use ember_runtime::precision::{self, LossScaler, Precision};
 use ember_runtime::recompute::{Segmented, Strategy, forward_backward_observed};
 
 /// 32 on-device assistant requests of everyday length.
-const SENTENCES: [&str; 32] = [
+pub(crate) const SENTENCES: [&str; 32] = [
     "Turn on the living room lights.",
     "Set an alarm for 6:30 tomorrow morning.",
     "What's the weather like in Paris today?",

@@ -15,7 +15,9 @@
 //!   fine-tuning job against transformers + peft (both need the Python
 //!   packages of `tools/reference/requirements.txt`); `ember bench memory` —
 //!   step time and peak memory under fp32/f16/bf16 and recomputation against
-//!   PyTorch autocast and torch.utils.checkpoint.
+//!   PyTorch autocast and torch.utils.checkpoint; `ember bench speed` —
+//!   training-step and encode speed against PyTorch with a peak-GEMM probe
+//!   and allocations per step.
 //!
 //! Errors go to stderr as one clear message with a non-zero exit status.
 
@@ -35,6 +37,7 @@ use ember_runtime::memory::Counting;
 pub static HEAP: Counting<std::alloc::System> = Counting::new(std::alloc::System);
 
 mod bench;
+mod speed;
 mod finetune;
 mod plot;
 
@@ -106,6 +109,33 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchWorkload {
+    /// Training-step and encode speed against PyTorch on the same CPU: MLPs
+    /// of three widths at two batch sizes, the 32-block residual MLP, MiniLM
+    /// encode and a LoRA step, with a peak-GEMM probe and allocations per
+    /// step (run from the repository root).
+    Speed {
+        /// Model directory (default: all-MiniLM-L6-v2 from the model cache).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Untimed calls before timing each workload.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// At least this many timed calls per workload (the median is reported)…
+        #[arg(long, default_value_t = 5)]
+        min_iters: usize,
+        /// …and at least this many seconds per workload (at most 1000 calls).
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Skip the 32-block residual MLP (the slowest workload).
+        #[arg(long)]
+        quick: bool,
+        /// The PyTorch side.
+        #[arg(long, default_value = "tools/reference/bench_speed_torch.py")]
+        torch_script: PathBuf,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// The default fine-tuning job against transformers + peft: time, peak
     /// RSS, held-out accuracy (run from the repository root).
     Finetune {
@@ -242,6 +272,10 @@ fn main() -> ExitCode {
         Command::Embed { model, format, batch_size, texts } => embed(&model, format, batch_size, texts),
         Command::Finetune { settings, config, resume, lr_find, quiet } => {
             finetune::run(finetune::Options { flags: settings, config, resume, lr_find, quiet })
+        }
+        Command::Bench { workload: BenchWorkload::Speed { model, warmup, min_iters, seconds, quick, torch_script, json } } => {
+            let timing = speed::Timing { warmup, min_iters, seconds };
+            finetune::default_model_dir(model).and_then(|m| speed::speed(&m, timing, &torch_script, json.as_ref(), quick))
         }
         Command::Bench { workload: BenchWorkload::Embed { model, iters, warmup, torch_script, json } } => {
             bench::embed(&model, iters, warmup, &torch_script, json.as_ref())

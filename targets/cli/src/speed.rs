@@ -1,0 +1,271 @@
+//! `ember bench speed`: training and inference speed side by side with
+//! PyTorch on the same CPU, in one run (`tools/reference/bench_speed_torch.py`
+//! runs the same workloads, shapes, thread count and timing rule).
+//!
+//! Workloads: one training step (forward, loss, backward, AdamW) of the MLP
+//! 16→h→h→1 for h ∈ {64, 256, 1024} and batch ∈ {32, 512}; of the 32-block
+//! residual MLP (width 1024, batch 256); of MiniLM with LoRA (batch 16, 64
+//! tokens); MiniLM encode latency at batch 1 and 32; and a peak-GEMM probe
+//! (the best f32 matmul rate of PyTorch's BLAS, and of Burn's flex backend,
+//! on square sizes 256–2048) so training steps are also expressed as a
+//! fraction of the machine's reachable peak. Each Ember step's allocations
+//! (count and bytes) are reported from the counting global allocator.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use ember_models::classifier::SentenceClassifier;
+use ember_models::mlp::MlpConfig;
+use ember_models::residual::ResidualMlpConfig;
+use ember_models::sentence::SentenceEncoder;
+use ember_runtime::loss::mse;
+use ember_runtime::memory::MemoryStats;
+use ember_runtime::peft::LoraConfig;
+use ember_runtime::recompute::{Strategy, forward_backward};
+
+use crate::bench::SENTENCES;
+
+/// How long each workload is timed.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Untimed calls first.
+    pub warmup: usize,
+    /// At least this many timed calls…
+    pub min_iters: usize,
+    /// …and at least this much time (seconds), at most 1000 calls.
+    pub seconds: f64,
+}
+
+/// One timed workload on the Ember side.
+struct Measured {
+    /// Median seconds per call.
+    seconds: f64,
+    /// Allocations of the last timed call.
+    allocations: usize,
+    /// Bytes allocated by the last timed call (freed or not).
+    allocated_bytes: usize,
+}
+
+fn timed(t: Timing, mut f: impl FnMut()) -> Measured {
+    for _ in 0..t.warmup {
+        f();
+    }
+    let (mut times, start) = (Vec::new(), Instant::now());
+    let mut last = MemoryStats::default();
+    while times.len() < t.min_iters.max(1) || (start.elapsed().as_secs_f64() < t.seconds && times.len() < 1000) {
+        let begun = Instant::now();
+        let ((), stats) = crate::HEAP.measure(&mut f);
+        times.push(begun.elapsed().as_secs_f64());
+        last = stats;
+    }
+    times.sort_by(f64::total_cmp);
+    Measured { seconds: times[times.len() / 2], allocations: last.allocations, allocated_bytes: last.allocated_bytes }
+}
+
+/// Floating-point operations of one training step of a network with
+/// `weights` multiply-accumulate weights at batch `batch`: 2 per
+/// multiply-add forward, twice that backward (input and weight gradients).
+fn step_flops(weights: usize, batch: usize) -> f64 {
+    6.0 * weights as f64 * batch as f64
+}
+
+struct Row {
+    name: String,
+    what: String,
+    ember: Measured,
+    /// Training-step FLOPs, for the fraction of peak.
+    flops: Option<f64>,
+}
+
+/// Runs the suite; returns the table (and writes JSON to `json` if given).
+pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option<&PathBuf>, quick: bool) -> Result<String, String> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut rows = Vec::new();
+    let device = Device::flex().autodiff();
+    device.seed(0);
+    let normal = Distribution::Normal(0.0, 1.0);
+
+    for h in [64, 256, 1024] {
+        for b in [32, 512] {
+            let mut model = MlpConfig::new(vec![16, h, h, 1]).init(&device);
+            let mut optimizer = ember_runtime::optim::adamw(0.01).init();
+            let x = Tensor::<2>::random([b, 16], normal, &device);
+            let y = Tensor::<2>::random([b, 1], normal, &device);
+            let ember = timed(timing, || {
+                let loss = mse(model.forward(x.clone()), y.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &model);
+                model = optimizer.step(1e-4, model.clone(), grads);
+                let _ = loss.into_scalar::<f32>();
+            });
+            let weights = 16 * h + h * h + h;
+            eprintln!("mlp h={h} b={b}: {:.3} ms", ember.seconds * 1e3);
+            rows.push(Row {
+                name: format!("mlp_h{h}_b{b}"),
+                what: format!("MLP 16→{h}→{h}→1, batch {b}: training step"),
+                ember,
+                flops: Some(step_flops(weights, b))
+            });
+        }
+    }
+
+    if !quick {
+        let (w, blocks, b) = (1024, 32, 256);
+        let mut model = ResidualMlpConfig::new(w, w, 1, blocks).with_batch_norm(false).init(&device);
+        let mut optimizer = ember_runtime::optim::adamw(0.01).init();
+        let x = Tensor::<2>::random([b, w], normal, &device);
+        let y = Tensor::<2>::random([b, 1], normal, &device);
+        let ember = timed(Timing { warmup: 1, min_iters: 3, seconds: 0.0 }, || {
+            let loss = mse(model.forward(x.clone()), y.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optimizer.step(1e-4, model.clone(), grads);
+            let _ = loss.into_scalar::<f32>();
+        });
+        eprintln!("residual: {:.1} ms", ember.seconds * 1e3);
+        rows.push(Row {
+            name: "residual".into(),
+            what: format!("residual MLP, {blocks} blocks of width {w}, batch {b}: training step"),
+            ember,
+            flops: Some(step_flops(w * w * (2 * blocks + 1) + w, b))
+        });
+    }
+
+    let cpu = Device::flex();
+    let encoder = SentenceEncoder::from_dir(model_dir, &cpu).map_err(|e| e.to_string())?;
+    for n in [1, 32] {
+        let batch = &SENTENCES[..n];
+        let mut failed = None;
+        let ember = timed(timing, || {
+            if let Err(e) = encoder.encode(batch, n) {
+                failed = Some(e.to_string());
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        eprintln!("encode b={n}: {:.2} ms", ember.seconds * 1e3);
+        rows.push(Row { name: format!("encode_b{n}"), what: format!("MiniLM encode, batch {n}"), ember, flops: None });
+    }
+
+    {
+        let encoder = SentenceEncoder::from_dir(model_dir, &device).map_err(|e| e.to_string())?;
+        let lora = LoraConfig::new(8).with_alpha(16.0).with_target_modules(vec!["query".into(), "value".into()]);
+        let bert = encoder.model().clone().with_lora(&lora, &device);
+        let mut model = ember_runtime::params::materialize(SentenceClassifier::new(bert, 8, &device));
+        let mut optimizer = ember_runtime::optim::adamw(0.01).init();
+        let (b, tokens) = (16, 64);
+        let ids = Tensor::<2, Int>::random([b, tokens], Distribution::Uniform(1000.0, 29000.0), &device);
+        let mask = Tensor::<2>::ones([b, tokens], &device);
+        let labels = Tensor::<1, Int>::from_data(TensorData::new((0..b as i64).map(|i| i % 8).collect::<Vec<_>>(), [b]), &device);
+        let batch = (ids, mask, labels);
+        let ember = timed(Timing { warmup: 2, min_iters: 5, seconds: timing.seconds }, || {
+            let (out, grads) = forward_backward(&model, &batch, Strategy::None, 1.0);
+            model = optimizer.step(1e-4, model.clone(), grads);
+            let _ = out.loss.into_scalar::<f32>();
+        });
+        eprintln!("lora step: {:.1} ms", ember.seconds * 1e3);
+        rows.push(Row {
+            name: "lora_step".into(),
+            what: format!("MiniLM + LoRA r=8 (query, value) + head, batch {b}, {tokens} tokens: training step"),
+            ember,
+            flops: None
+        });
+    }
+
+    // Burn flex's best f32 matmul rate, for comparison with PyTorch's BLAS.
+    let mut flex_gflops = 0.0f64;
+    for n in [256, 512, 1024, 2048] {
+        let a = Tensor::<2>::random([n, n], normal, &cpu);
+        let b = Tensor::<2>::random([n, n], normal, &cpu);
+        let m = timed(timing, || {
+            let c = a.clone().matmul(b.clone());
+            let _ = c.slice([0..1, 0..1]).into_scalar::<f32>();
+        });
+        flex_gflops = flex_gflops.max(2.0 * (n as f64).powi(3) / m.seconds / 1e9);
+    }
+
+    let mut child = Command::new("python3")
+        .arg(torch_script)
+        .args(["--model", &model_dir.display().to_string(), "--threads", &threads.to_string()])
+        .args(["--warmup", &timing.warmup.to_string(), "--min-iters", &timing.min_iters.to_string()])
+        .args(["--seconds", &timing.seconds.to_string()])
+        .args(if quick { &["--quick"][..] } else { &[][..] })
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("python3 {}: {e}", torch_script.display()))?;
+    child.stdin.take().ok_or("no stdin")?.write_all(SENTENCES.join("\n").as_bytes()).map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed (torch, transformers, peft and sentence-transformers from tools/reference/requirements.txt are needed): {}",
+            torch_script.display(),
+            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+        ));
+    }
+    let torch: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("torch side output: {e}"))?;
+    let peak = torch["gemm_gflops"].as_f64().unwrap_or(f64::NAN);
+
+    let mut table = format!(
+        "speed: {threads} threads; median per call; ratio = PyTorch time / Ember time (above 1: Ember is faster)\n\
+         peak-GEMM probe (best f32 square matmul, 256–2048): PyTorch {peak:.1} GFLOP/s, Burn flex {flex_gflops:.1} GFLOP/s ({:.0} % of PyTorch's)\n\n\
+         | workload | Ember (ms) | PyTorch (ms) | speed ratio | Ember GFLOP/s (% of peak) | Ember allocations/step (MiB) |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+        100.0 * flex_gflops / peak
+    );
+    let mut json_rows = Vec::new();
+    for r in &rows {
+        let t = torch["seconds"][&r.name].as_f64().unwrap_or(f64::NAN);
+        let e = r.ember.seconds;
+        let rate = r.flops.map(|f| f / e / 1e9);
+        table.push_str(&format!(
+            "| {} | {:.3} | {:.3} | {:.2}× | {} | {} ({:.1}) |\n",
+            r.what,
+            e * 1e3,
+            t * 1e3,
+            t / e,
+            rate.map_or("—".into(), |g| format!("{g:.1} ({:.0} %)", 100.0 * g / peak)),
+            r.ember.allocations,
+            r.ember.allocated_bytes as f64 / 1048576.0,
+        ));
+        json_rows.push(serde_json::json!({
+            "workload": r.name, "what": r.what,
+            "ember_seconds": e, "pytorch_seconds": t, "speed_ratio": t / e,
+            "ember_gflops": rate, "allocations_per_call": r.ember.allocations, "allocated_bytes_per_call": r.ember.allocated_bytes,
+        }));
+    }
+    if let Some(path) = json {
+        let doc = serde_json::json!({
+            "workload": "speed", "threads": threads, "cpu": cpu_model(), "cpu_flags": cpu_flags(),
+            "pytorch": torch["system"], "peak_gemm_gflops_pytorch": peak, "peak_gemm_gflops_flex": flex_gflops, "rows": json_rows,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(table)
+}
+
+/// `model name` from /proc/cpuinfo (empty elsewhere).
+fn cpu_model() -> String {
+    cpuinfo_field("model name")
+}
+
+/// The SIMD flags of /proc/cpuinfo that matter for GEMM.
+fn cpu_flags() -> String {
+    let flags = cpuinfo_field("flags");
+    flags
+        .split_whitespace()
+        .filter(|f| ["avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_bf16", "avx512fp16", "amx_bf16", "neon", "asimd"].contains(f))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn cpuinfo_field(name: &str) -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .unwrap_or_default()
+}
