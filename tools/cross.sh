@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Cross-compiles Ember for ARM and runs what can run here under QEMU:
+#
+#   aarch64    the `ember` CLI and the test suites of ember-runtime and of the
+#              facade's training-core parity and Trainer tests, built for
+#              aarch64-unknown-linux-gnu and run under qemu-aarch64-static;
+#              then `ember finetune --task digits` under emulation
+#   armv7      the `ember` CLI for armv7-unknown-linux-gnueabihf (compiled,
+#              linked, and `ember --version` run under qemu-arm-static)
+#   thumbv7em  ember-runtime + ember-mcu + the no_std canary for a bare-metal
+#              Cortex-M4F (tools/nostd-check.sh)
+#
+# Usage: tools/cross.sh [aarch64|armv7|thumbv7em|all]   (default: all)
+#
+# rustup cannot add targets without a network, so this uses Debian's
+# rustc-web / cargo-web / rust-web-src (Rust 1.96 with the standard library's
+# source) and builds std from source with -Zbuild-std. With a normal rustup
+# setup, see docs/cross.md: `rustup target add T` and a plain
+# `cargo build --target T` do the same, with the linkers and runners of
+# .cargo/config.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+what=${1:-all}
+case "$what" in aarch64|armv7|thumbv7em|all) ;; *) echo "usage: $0 [aarch64|armv7|thumbv7em|all]" >&2; exit 2 ;; esac
+
+need() {
+    local missing=()
+    for pkg in "$@"; do dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg"); done
+    if [ ${#missing[@]} -gt 0 ]; then
+        echo "cross: installing ${missing[*]}"
+        if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+        $SUDO apt-get update -q
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
+    fi
+}
+
+# Debian's toolchain, std built from source; one target directory per target.
+xcargo() {
+    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/cross /usr/bin/cargo "$@" -Zbuild-std=std,panic_unwind
+}
+
+if [ "$what" = aarch64 ] || [ "$what" = all ]; then
+    need rustc-web cargo-web rust-web-src gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+    T=aarch64-unknown-linux-gnu
+    echo "cross: $(/usr/bin/rustc --version), target $T"
+    # One invocation builds the CLI and the test binaries with the same
+    # features, so Burn is compiled once. Release: the tests run under
+    # emulation. Doc tests run natively in `cargo test`.
+    xcargo build --locked --release --target $T -p ember-cli
+    xcargo test --locked --release --target $T -p ember-runtime -p ember --lib --test parity --test trainer
+    exe=target/cross/$T/release/ember
+    file "$exe" | sed 's/^/cross: /'
+    out=$(mktemp -d)
+    qemu-aarch64-static -L /usr/aarch64-linux-gnu "$exe" finetune --task digits --quiet --out "$out" | tee "$out/summary.txt"
+    rm -rf "$out"
+fi
+
+if [ "$what" = armv7 ] || [ "$what" = all ]; then
+    need rustc-web cargo-web rust-web-src gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static
+    T=armv7-unknown-linux-gnueabihf
+    echo "cross: $(/usr/bin/rustc --version), target $T"
+    xcargo build --locked --release --target $T -p ember-cli
+    exe=target/cross/$T/release/ember
+    file "$exe" | sed 's/^/cross: /'
+    qemu-arm-static -L /usr/arm-linux-gnueabihf "$exe" --version
+fi
+
+if [ "$what" = thumbv7em ] || [ "$what" = all ]; then
+    ./tools/nostd-check.sh
+fi
+echo "cross: ok ($what)"
