@@ -14,23 +14,23 @@
 /*
  Largest width of one layer.
  */
-#define MAX_WIDTH (1 << 20)
+#define EMBER_MAX_WIDTH (1 << 20)
 
 /*
  Largest number of layers (hidden plus output).
  */
-#define MAX_LAYERS 64
+#define EMBER_MAX_LAYERS 64
 
 /*
  Largest number of parameters of one network (256 Mi floats, 1 GiB).
  */
-#define MAX_PARAMETERS (1 << 28)
+#define EMBER_MAX_PARAMETERS (1 << 28)
 
 /*
  The result of every fallible function of the C API.
 
  `EMBER_STATUS_OK` (0) is success; every other value is an error whose
- message [`ember_last_error`](crate::ffi::ember_last_error) returns.
+ message `ember_last_error()` returns.
  */
 typedef enum EmberStatus {
   /*
@@ -78,7 +78,7 @@ typedef enum EmberStatus {
 } EmberStatus;
 
 /*
- Learning-rate schedules of [`EmberTrainConfig::schedule`].
+ Learning-rate schedules, for the `schedule` field of `EmberTrainConfig`.
  */
 typedef enum EmberSchedule {
   /*
@@ -94,7 +94,7 @@ typedef enum EmberSchedule {
 } EmberSchedule;
 
 /*
- Which parameters train, for [`EmberTrainConfig::trainable`].
+ Which parameters train, for the `trainable` field of `EmberTrainConfig`.
  */
 typedef enum EmberTrainable {
   /*
@@ -157,11 +157,11 @@ typedef struct EmberTrainConfig {
    */
   double clip_norm;
   /*
-   An [`EmberSchedule`] value.
+   An `EmberSchedule` value.
    */
   uint32_t schedule;
   /*
-   An [`EmberTrainable`] value.
+   An `EmberTrainable` value.
    */
   uint32_t trainable;
 } EmberTrainConfig;
