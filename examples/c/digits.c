@@ -50,6 +50,11 @@ static int read_digits(const char *path, Digits *out) {
     out->x = malloc(cap * FEATURES * sizeof(float));
     out->y = malloc(cap * sizeof(int32_t));
     out->n = 0;
+    if (!out->x || !out->y) {
+        fprintf(stderr, "%s: out of memory\n", path);
+        fclose(f);
+        return -1;
+    }
     char line[1024];
     while (fgets(line, sizeof line, f)) {
         if (strncmp(line, "p0", 2) == 0 || line[0] == '\n') {
@@ -57,8 +62,15 @@ static int read_digits(const char *path, Digits *out) {
         }
         if (out->n == cap) {
             cap *= 2;
-            out->x = realloc(out->x, cap * FEATURES * sizeof(float));
-            out->y = realloc(out->y, cap * sizeof(int32_t));
+            float *x = realloc(out->x, cap * FEATURES * sizeof(float));
+            int32_t *y = realloc(out->y, cap * sizeof(int32_t));
+            if (!x || !y) {
+                fprintf(stderr, "%s: out of memory\n", path);
+                fclose(f);
+                return -1;
+            }
+            out->x = x;
+            out->y = y;
         }
         char *p = line;
         for (int i = 0; i <= FEATURES; i++) {
