@@ -98,14 +98,17 @@ unsafe fn slice_out<'a, T>(ptr: *mut T, len: usize, name: &str) -> Result<&'a mu
     check_pointer(ptr, name)?;
     byte_len::<T>(len, name)?;
     // SAFETY: as `slice_in`, plus exclusive access (the caller's contract;
-    // overlap with inputs is checked by the callers of this function).
+    // callers check overlap with inputs before calling this function).
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
 }
 
-/// Fails when the byte ranges of `a` and `b` overlap.
-fn disjoint<T, U>(a: &[T], b: &[U], names: &str) -> Result<(), Failure> {
-    let (a0, a1) = (a.as_ptr() as usize, a.as_ptr() as usize + size_of_val(a));
-    let (b0, b1) = (b.as_ptr() as usize, b.as_ptr() as usize + size_of_val(b));
+/// Fails when `a_len` elements at `a` and `b_len` elements at `b` overlap.
+/// Checked on addresses, before any reference to either exists (a shared
+/// and a mutable reference to the same bytes must never coexist).
+fn disjoint<T, U>(a: *const T, a_len: usize, b: *const U, b_len: usize, names: &str) -> Result<(), Failure> {
+    let (a0, b0) = (a as usize, b as usize);
+    let a1 = a0.saturating_add(a_len.saturating_mul(size_of::<T>()));
+    let b1 = b0.saturating_add(b_len.saturating_mul(size_of::<U>()));
     if a0 < b1 && b0 < a1 {
         return Err(Failure::invalid(format!("{names} overlap")));
     }
@@ -387,13 +390,15 @@ pub unsafe extern "C" fn ember_mlp_predict(
 ) -> EmberStatus {
     run("ember_mlp_predict", || {
         let model = unsafe { model_ref(model) }?;
-        let x = unsafe { slice_in(x, count(n, model.input_size(), "n")?, "x") }?;
+        let x_len = count(n, model.input_size(), "n")?;
         let needed = count(n, model.classes(), "n")?;
+        let x = unsafe { slice_in(x, x_len, "x") }?;
         if out_len < needed {
             return Err(Failure::shape(format!("out_len is {out_len}; {n} examples × {} classes need {needed}", model.classes())));
         }
+        check_pointer(logits_out, "logits_out")?;
+        disjoint(x.as_ptr(), x_len, logits_out, out_len, "`x` and `logits_out`")?;
         let out = unsafe { slice_out(logits_out, out_len, "logits_out") }?;
-        disjoint(x, out, "`x` and `logits_out`")?;
         model.predict(x, out)
     })
 }
