@@ -3,7 +3,7 @@
 //! # Invariants this module upholds
 //!
 //! * **No unwinding across the boundary.** Every exported function runs its
-//!   body inside [`std::panic::catch_unwind`] (see [`run`]); a caught panic
+//!   body inside [`std::panic::catch_unwind`] (see `run`); a caught panic
 //!   becomes [`EmberStatus::Panic`] with its message. Built with
 //!   `panic = "abort"` nothing can be caught, so the safe code validates
 //!   every argument before it reaches Burn.
@@ -539,4 +539,22 @@ pub unsafe extern "C" fn ember_fit(
         }?;
         unsafe { write_optional(report_out, report, "report_out") }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_caught_panic_becomes_a_status_and_poisons_the_handle() {
+        assert_eq!(run("f", || panic!("boom")), EmberStatus::Panic);
+        assert_eq!(last_error::message(), "f: internal error: boom");
+        let model = Box::into_raw(Box::new(EmberMlp::new(&MlpSpec::new(2, &[], 2, 0.0, 0).unwrap())));
+        let status = run("g", || unsafe { with_model(model, |_| -> Result<(), Failure> { panic!("inside") }) });
+        assert_eq!(status, EmberStatus::Panic);
+        let mut input = 0usize;
+        assert_eq!(unsafe { ember_mlp_dims(model, &mut input, std::ptr::null_mut()) }, EmberStatus::Panic);
+        assert!(last_error::message().contains("unusable"), "{}", last_error::message());
+        unsafe { ember_mlp_free(model) };
+    }
 }

@@ -141,7 +141,7 @@ impl EmberMlp {
     /// features.
     pub fn predict(&self, x: &[f32], out: &mut [f32]) -> Result<(), Failure> {
         let (d, c) = (self.input_size(), self.classes());
-        if x.is_empty() || x.len() % d != 0 {
+        if x.is_empty() || !x.len().is_multiple_of(d) {
             return Err(Failure::shape(format!("{} features is not a positive multiple of the input size {d}", x.len())));
         }
         let n = x.len() / d;
