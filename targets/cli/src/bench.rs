@@ -231,7 +231,7 @@ struct MemConfig {
     recompute: Strategy,
 }
 
-const MEM_CONFIGS: [MemConfig; 7] = [
+const MEM_CONFIGS: [MemConfig; 9] = [
     MemConfig { precision: Precision::Fp32, recompute: Strategy::None },
     MemConfig { precision: Precision::F16, recompute: Strategy::None },
     MemConfig { precision: Precision::Bf16, recompute: Strategy::None },
@@ -239,6 +239,8 @@ const MEM_CONFIGS: [MemConfig; 7] = [
     MemConfig { precision: Precision::F16, recompute: Strategy::Auto },
     MemConfig { precision: Precision::Bf16, recompute: Strategy::Auto },
     MemConfig { precision: Precision::Fp32, recompute: Strategy::Balanced },
+    MemConfig { precision: Precision::F16, recompute: Strategy::Balanced },
+    MemConfig { precision: Precision::Bf16, recompute: Strategy::Balanced },
 ];
 
 /// Time (median, ms), the largest peak heap above the step's start (MiB),
