@@ -8,15 +8,34 @@
 #
 #   tools/capi-example.sh                          # release profile
 #   PROFILE=release-small tools/capi-example.sh    # any cargo profile
+#   PROFILE=test tools/capi-example.sh             # the library `cargo test` built
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PROFILE=${PROFILE:-release}
 CC=${CC:-cc}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-cargo build --locked --profile "$PROFILE" -p ember-capi
-# Cargo puts the `dev` profile's output in debug/.
-lib="$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+if [ "$PROFILE" = test ]; then
+    # The library exactly as `cargo test` (the workspace's test command)
+    # built it: the same command resolves the same features, so nothing is
+    # compiled again after it. Its files are in the deps/ folder.
+    a=$(cargo test --locked --no-run --message-format=json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "ember_capi":
+        found = [f for f in m["filenames"] if f.endswith(".a")]
+        if found:
+            print(found[0])
+            break
+')
+    [ -n "$a" ] || { echo "capi-example: cargo test built no libember_capi.a" >&2; exit 1; }
+    lib=$(dirname "$a")
+else
+    cargo build --locked --profile "$PROFILE" -p ember-capi
+    # Cargo puts the `dev` profile's output in debug/.
+    lib="$TARGET_DIR/$([ "$PROFILE" = dev ] && echo debug || echo "$PROFILE")"
+fi
 lib=$(cd "$lib" && pwd)
 out="$TARGET_DIR/capi-example"
 mkdir -p "$out"
