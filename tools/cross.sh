@@ -45,14 +45,18 @@ if [ "$what" = aarch64 ] || [ "$what" = all ]; then
     need rustc-web cargo-web rust-web-src gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
     T=aarch64-unknown-linux-gnu
     echo "cross: $(/usr/bin/rustc --version), target $T"
-    # One invocation builds the CLI and the test binaries with the same
-    # features, so Burn is compiled once. Release: the tests run under
-    # emulation. Doc tests run natively in `cargo test`.
-    xcargo build --locked --release --target $T -p ember-cli
+    # The test binaries and the CLI come from invocations with the same
+    # packages, so Cargo resolves the same features and Burn is compiled
+    # once (the CLI is built as the binary of ember-cli's integration test).
+    # Release: the tests run under emulation. Doc tests run natively in
+    # `cargo test`.
+    pkgs=(-p ember-runtime -p ember -p ember-cli)
+    xcargo test --locked --release --target $T "${pkgs[@]}" --no-run --lib --test parity --test trainer --test cli
     # survives_sigkill_during_writes re-executes its own test binary, which
     # user-mode QEMU can only do where binfmt_misc is registered (not in
-    # containers); it runs natively in `cargo test`.
-    xcargo test --locked --release --target $T -p ember-runtime -p ember --lib --test parity --test trainer \
+    # containers); it runs natively in `cargo test`. ember-cli's tests spawn
+    # the CLI for the same reason and run natively too.
+    xcargo test --locked --release --target $T "${pkgs[@]}" --lib --test parity --test trainer \
         -- --skip survives_sigkill_during_writes
     exe=target/cross/$T/release/ember
     file "$exe" | sed 's/^/cross: /'

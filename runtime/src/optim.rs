@@ -54,7 +54,9 @@
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer, SgdConfig};
-use burn::tensor::{Device, Tensor};
+use alloc::vec::Vec;
+
+use burn::tensor::{DType, Device, Tensor, TensorData};
 
 /// PyTorch's Adam/AdamW epsilon.
 pub const TORCH_ADAM_EPS: f32 = 1e-8;
@@ -125,6 +127,106 @@ impl Adam {
     }
 }
 
+/// Element types the fused CPU step runs on.
+trait FusedElem: Copy + burn::tensor::Element + core::ops::Add<Output = Self> + core::ops::Sub<Output = Self>
+    + core::ops::Mul<Output = Self> + core::ops::Div<Output = Self> {
+    fn of(x: f64) -> Self;
+    fn sqrt(self) -> Self;
+}
+
+impl FusedElem for f32 {
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    fn sqrt(self) -> Self {
+        libm::sqrtf(self)
+    }
+}
+
+impl FusedElem for f64 {
+    fn of(x: f64) -> Self {
+        x
+    }
+    fn sqrt(self) -> Self {
+        libm::sqrt(self)
+    }
+}
+
+fn to_vec<const D: usize, E: FusedElem>(t: Tensor<D>) -> Vec<E> {
+    t.into_data().try_into_vec::<E>().unwrap_or_else(|e| panic!("optimizer state is not {}: {e:?}", core::any::type_name::<E>()))
+}
+
+impl Adam {
+    /// The same update as the tensor-op path in one pass over the CPU
+    /// buffers: each element goes through the same operations, in the same
+    /// order and with the scalars rounded to the element type as Burn
+    /// rounds them, instead of a chain of about fourteen whole-tensor ops
+    /// that each read and write the full parameter.
+    fn step_fused<const D: usize, E: FusedElem>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<AdamState<D>>,
+    ) -> (Tensor<D>, Option<AdamState<D>>) {
+        let (device, dtype, shape) = (param.device(), param.dtype(), param.shape());
+        let mut p = to_vec::<D, E>(param);
+        let g = to_vec::<D, E>(grad);
+        let (time, mut m, mut v) = match state {
+            Some(AdamState { momentum: s }) => (s.time + 1, Some(to_vec::<D, E>(s.moment_1)), Some(to_vec::<D, E>(s.moment_2))),
+            None => (1, None, None),
+        };
+        let t = time as i32;
+        let bias_correction1 = 1.0 - libm::pow(self.beta1, f64::from(t));
+        let bias_correction2_sqrt = libm::sqrt(1.0 - libm::pow(self.beta2, f64::from(t)));
+        let (decay, wd) = (E::of(1.0 - lr * self.weight_decay), E::of(self.weight_decay));
+        let (b1, one_b1, b2, one_b2) = (E::of(self.beta1), E::of(1.0 - self.beta1), E::of(self.beta2), E::of(1.0 - self.beta2));
+        let (bc2, eps, step_size) = (E::of(bias_correction2_sqrt), E::of(self.eps), E::of(lr / bias_correction1));
+        let (decays, decoupled) = (self.weight_decay != 0.0, self.decoupled);
+        let n = p.len();
+        let mut m_new = Vec::with_capacity(if m.is_none() { n } else { 0 });
+        let mut v_new = Vec::with_capacity(if v.is_none() { n } else { 0 });
+        for i in 0..n {
+            let mut pi = p[i];
+            let mut gi = g[i];
+            if decays {
+                if decoupled {
+                    pi = pi * decay;
+                } else {
+                    gi = gi + pi * wd;
+                }
+            }
+            let mi = match m.as_ref() {
+                Some(m) => m[i] * b1 + gi * one_b1,
+                None => gi * one_b1,
+            };
+            let vi = match v.as_ref() {
+                Some(v) => v[i] * b2 + (gi * gi) * one_b2,
+                None => (gi * gi) * one_b2,
+            };
+            let denom = vi.sqrt() / bc2 + eps;
+            p[i] = pi - (mi / denom) * step_size;
+            match (m.as_mut(), v.as_mut()) {
+                (Some(m), Some(v)) => {
+                    m[i] = mi;
+                    v[i] = vi;
+                }
+                _ => {
+                    m_new.push(mi);
+                    v_new.push(vi);
+                }
+            }
+        }
+        let tensor = |data: Vec<E>| Tensor::<D>::from_data(TensorData::new(data, shape.clone()), (&device, dtype));
+        let (m, v) = match (m, v) {
+            (Some(m), Some(v)) => (m, v),
+            _ => (m_new, v_new),
+        };
+        let (m, v) = (tensor(m), tensor(v));
+        (tensor(p), Some(AdamState::new(AdaptiveMomentumState::new(time, m, v))))
+    }
+}
+
 impl Optimizer for Adam {
     type State<const D: usize> = AdamState<D>;
 
@@ -135,6 +237,17 @@ impl Optimizer for Adam {
         mut grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        if param.device() == Device::flex() {
+            let dtype = param.dtype();
+            let same = grad.dtype() == dtype
+                && state.as_ref().is_none_or(|s| s.momentum.moment_1.dtype() == dtype && s.momentum.moment_2.dtype() == dtype);
+            if same && dtype == DType::F32 {
+                return self.step_fused::<D, f32>(lr, param, grad, state);
+            }
+            if same && dtype == DType::F64 {
+                return self.step_fused::<D, f64>(lr, param, grad, state);
+            }
+        }
         if self.weight_decay != 0.0 {
             if self.decoupled {
                 param = param.mul_scalar(1.0 - lr * self.weight_decay);
