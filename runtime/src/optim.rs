@@ -134,12 +134,18 @@ trait FusedElem: Copy + burn::tensor::Element + core::ops::Add<Output = Self> + 
     fn sqrt(self) -> Self;
 }
 
+// Both square roots are correctly rounded; std's compiles to the
+// instruction (and vectorises), libm's is the no_std fallback.
 impl FusedElem for f32 {
     fn of(x: f64) -> Self {
         x as f32
     }
+    #[inline(always)]
     fn sqrt(self) -> Self {
-        libm::sqrtf(self)
+        #[cfg(feature = "std")]
+        return f32::sqrt(self);
+        #[cfg(not(feature = "std"))]
+        return libm::sqrtf(self);
     }
 }
 
@@ -147,8 +153,12 @@ impl FusedElem for f64 {
     fn of(x: f64) -> Self {
         x
     }
+    #[inline(always)]
     fn sqrt(self) -> Self {
-        libm::sqrt(self)
+        #[cfg(feature = "std")]
+        return f64::sqrt(self);
+        #[cfg(not(feature = "std"))]
+        return libm::sqrt(self);
     }
 }
 
@@ -171,8 +181,8 @@ impl Adam {
     ) -> (Tensor<D>, Option<AdamState<D>>) {
         let (device, dtype, shape) = (param.device(), param.dtype(), param.shape());
         let mut p = to_vec::<D, E>(param);
-        let g = to_vec::<D, E>(grad);
-        let (time, mut m, mut v) = match state {
+        let mut g = to_vec::<D, E>(grad);
+        let (time, m, v) = match state {
             Some(AdamState { momentum: s }) => (s.time + 1, Some(to_vec::<D, E>(s.moment_1)), Some(to_vec::<D, E>(s.moment_2))),
             None => (1, None, None),
         };
@@ -182,46 +192,27 @@ impl Adam {
         let (decay, wd) = (E::of(1.0 - lr * self.weight_decay), E::of(self.weight_decay));
         let (b1, one_b1, b2, one_b2) = (E::of(self.beta1), E::of(1.0 - self.beta1), E::of(self.beta2), E::of(1.0 - self.beta2));
         let (bc2, eps, step_size) = (E::of(bias_correction2_sqrt), E::of(self.eps), E::of(lr / bias_correction1));
-        let (decays, decoupled) = (self.weight_decay != 0.0, self.decoupled);
         let n = p.len();
-        let mut m_new = Vec::with_capacity(if m.is_none() { n } else { 0 });
-        let mut v_new = Vec::with_capacity(if v.is_none() { n } else { 0 });
-        for i in 0..n {
-            let mut pi = p[i];
-            let mut gi = g[i];
-            if decays {
-                if decoupled {
-                    pi = pi * decay;
-                } else {
-                    gi = gi + pi * wd;
-                }
-            }
-            let mi = match m.as_ref() {
-                Some(m) => m[i] * b1 + gi * one_b1,
-                None => gi * one_b1,
-            };
-            let vi = match v.as_ref() {
-                Some(v) => v[i] * b2 + (gi * gi) * one_b2,
-                None => (gi * gi) * one_b2,
-            };
-            let denom = vi.sqrt() / bc2 + eps;
-            p[i] = pi - (mi / denom) * step_size;
-            match (m.as_mut(), v.as_mut()) {
-                (Some(m), Some(v)) => {
-                    m[i] = mi;
-                    v[i] = vi;
-                }
-                _ => {
-                    m_new.push(mi);
-                    v_new.push(vi);
-                }
+        // A first step starts from zero moments: 0·β + x = x exactly (up to
+        // the sign of a zero), so this is the tensor path's first step
+        // without a branch per element, which keeps the loop vectorisable.
+        let mut m = m.unwrap_or_else(|| alloc::vec![E::of(0.0); n]);
+        let mut v = v.unwrap_or_else(|| alloc::vec![E::of(0.0); n]);
+        if self.weight_decay != 0.0 {
+            if self.decoupled {
+                p.iter_mut().for_each(|p| *p = *p * decay);
+            } else {
+                g.iter_mut().zip(&p).for_each(|(g, p)| *g = *g + *p * wd);
             }
         }
+        for (((p, m), v), g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(&g) {
+            let g = *g;
+            *m = *m * b1 + g * one_b1;
+            *v = *v * b2 + (g * g) * one_b2;
+            let denom = v.sqrt() / bc2 + eps;
+            *p = *p - (*m / denom) * step_size;
+        }
         let tensor = |data: Vec<E>| Tensor::<D>::from_data(TensorData::new(data, shape.clone()), (&device, dtype));
-        let (m, v) = match (m, v) {
-            (Some(m), Some(v)) => (m, v),
-            _ => (m_new, v_new),
-        };
         let (m, v) = (tensor(m), tensor(v));
         (tensor(p), Some(AdamState::new(AdaptiveMomentumState::new(time, m, v))))
     }
