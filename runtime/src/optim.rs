@@ -181,7 +181,7 @@ impl Adam {
     ) -> (Tensor<D>, Option<AdamState<D>>) {
         let (device, dtype, shape) = (param.device(), param.dtype(), param.shape());
         let mut p = to_vec::<D, E>(param);
-        let mut g = to_vec::<D, E>(grad);
+        let g = to_vec::<D, E>(grad);
         let (time, m, v) = match state {
             Some(AdamState { momentum: s }) => (s.time + 1, Some(to_vec::<D, E>(s.moment_1)), Some(to_vec::<D, E>(s.moment_2))),
             None => (1, None, None),
@@ -198,15 +198,17 @@ impl Adam {
         // without a branch per element, which keeps the loop vectorisable.
         let mut m = m.unwrap_or_else(|| alloc::vec![E::of(0.0); n]);
         let mut v = v.unwrap_or_else(|| alloc::vec![E::of(0.0); n]);
-        if self.weight_decay != 0.0 {
-            if self.decoupled {
-                p.iter_mut().for_each(|p| *p = *p * decay);
-            } else {
-                g.iter_mut().zip(&p).for_each(|(g, p)| *g = *g + *p * wd);
+        let (decays, decoupled) = (self.weight_decay != 0.0, self.decoupled);
+        // One pass; the weight-decay branches are loop-invariant.
+        for (((p, m), v), &g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(&g) {
+            let mut g = g;
+            if decays {
+                if decoupled {
+                    *p = *p * decay;
+                } else {
+                    g = g + *p * wd;
+                }
             }
-        }
-        for (((p, m), v), g) in p.iter_mut().zip(m.iter_mut()).zip(v.iter_mut()).zip(&g) {
-            let g = *g;
             *m = *m * b1 + g * one_b1;
             *v = *v * b2 + (g * g) * one_b2;
             let denom = v.sqrt() / bc2 + eps;
