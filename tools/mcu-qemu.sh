@@ -27,7 +27,7 @@ fi
 
 echo "mcu-qemu: $(/usr/bin/rustc --version), $(qemu-system-arm --version | head -n1)"
 RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/nostd \
-    /usr/bin/cargo build --locked --release -p ember-mcu-qemu \
+    /usr/bin/cargo build --locked --release -p ember-mcu -p ember-canary -p ember-mcu-qemu \
     --target "$TARGET" -Zbuild-std=core,alloc
 
 elf=target/nostd/$TARGET/release/ember-mcu-qemu

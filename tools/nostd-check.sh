@@ -26,7 +26,7 @@ fi
 
 echo "nostd-check: $(/usr/bin/rustc --version), target $TARGET"
 RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/nostd \
-    /usr/bin/cargo build --locked --release -p ember-mcu -p ember-canary \
+    /usr/bin/cargo build --locked --release -p ember-mcu -p ember-canary -p ember-mcu-qemu \
     --target "$TARGET" -Zbuild-std=core,alloc
 
 bin=target/nostd/$TARGET/release/ember-canary

@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::activation::gelu;
+use ember_runtime::activation::gelu;
 use burn::tensor::{Device, Int, Tensor};
 use ember_runtime::peft::{Lora, LoraConfig, forward_with};
 use ember_runtime::precision::{self, add, layer_norm, linear, matmul, to_f32};

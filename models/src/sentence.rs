@@ -74,6 +74,9 @@ fn has_pooler(weights: &Path) -> Result<bool, Error> {
     Ok(header.as_object().is_some_and(|o| o.keys().any(|k| k.starts_with("pooler."))))
 }
 
+/// Batches of fewer tokens than this are encoded on one thread.
+const SERIAL_TOKENS: usize = 64;
+
 impl SentenceEncoder {
     /// Loads the model in `dir` onto `device` (weights cast to f32).
     ///
@@ -199,10 +202,14 @@ impl SentenceEncoder {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(batch_size.max(1)) {
             let (ids, mask) = self.tokenize(chunk)?;
-            let hidden = self.model.forward(ids, mask.clone());
-            let emb = l2_normalize(mean_pool(hidden, mask));
-            let values: Vec<f32> = emb
-                .into_data()
+            // A few dozen tokens: the thread pool's hand-offs cost more than
+            // they save (BENCHMARKS.md); run every kernel on one thread.
+            let tokens = ids.shape().num_elements();
+            let data = ember_runtime::threads::serial_below(tokens, SERIAL_TOKENS, || {
+                let hidden = self.model.forward(ids, mask.clone());
+                l2_normalize(mean_pool(hidden, mask)).into_data()
+            });
+            let values: Vec<f32> = data
                 .convert::<f32>()
                 .try_into_vec::<f32>()
                 .map_err(|e| Error::Tokenizer { path: String::new(), message: format!("{e:?}") })?;

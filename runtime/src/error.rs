@@ -54,6 +54,14 @@ pub enum Error {
         /// One line per problem.
         problems: Vec<String>,
     },
+    /// A compute device was asked for that is unknown, not compiled into this
+    /// build, or not present on this machine.
+    Device {
+        /// The device as it was named.
+        device: String,
+        /// Why it cannot be used, and what would make it usable.
+        message: String,
+    },
     /// An argument was out of its valid range.
     InvalidArgument {
         /// What was wrong.
@@ -83,6 +91,7 @@ impl fmt::Display for Error {
                 Ok(())
             }
             Error::InvalidArgument { message } => write!(f, "invalid argument: {message}"),
+            Error::Device { device, message } => write!(f, "device `{device}`: {message}"),
             Error::Io { path, message } => write!(f, "{path}: {message}"),
             Error::Safetensors { path, message } => write!(f, "{path}: not a valid safetensors file: {message}"),
             Error::Load { path, missing, unexpected, mismatched } => {

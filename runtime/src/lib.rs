@@ -3,11 +3,16 @@
 //! The training half of an on-device ML runtime, on top of [Burn](burn): what
 //! Burn does not provide for PyTorch-faithful fine-tuning on small machines.
 //!
+//! * [`activation`]: GELU with its exact gradient on every backend (Burn's
+//!   GPU backends differentiate the tanh approximation).
 //! * [`checkpoint`] (std): atomic, verified checkpoints (model, optimizer,
 //!   training state), keep-last-N, resume from the newest valid one.
 //! * [`clip`]: global-norm gradient clipping with `torch.nn.utils.clip_grad_norm_`
 //!   semantics (L2, L∞ and any p-norm; the total norm is returned, non-finite
 //!   norms are reported).
+//! * [`device`]: choosing the compute device (CPU, wgpu, Vulkan, Metal,
+//!   CUDA) by name, checked against what the build has, with errors instead
+//!   of Burn's default-device guess.
 //! * [`diagnostics`]: per-parameter gradient and weight norms by parameter path,
 //!   the global norm, and a configurable large-gradient warning.
 //! * [`schedule`]: learning-rate schedules that need no `std` (constant, step,
@@ -35,6 +40,8 @@
 //! * [`plan`]: choosing batch size, precision and recomputation for a
 //!   memory budget, from measured peaks.
 //! * [`params`]: walking a module's parameters by path.
+//! * [`threads`] (std): keeping small work (a forward pass over a few
+//!   tokens) off the CPU backend's thread pool.
 //! * [`train`]: the training loop as a library ([`train::Trainer`]): gradient
 //!   accumulation, evaluation, early stopping, callbacks, anomaly detection
 //!   with rollback, checkpoints and resumption.
@@ -49,10 +56,12 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod activation;
 #[cfg(feature = "std")]
 pub mod checkpoint;
 pub mod clip;
 pub mod data;
+pub mod device;
 pub mod diagnostics;
 pub mod freeze;
 pub mod loss;
@@ -68,6 +77,8 @@ pub mod peft;
 pub mod precision;
 pub mod recompute;
 pub mod schedule;
+#[cfg(feature = "std")]
+pub mod threads;
 pub mod train;
 
 pub use error::Error;

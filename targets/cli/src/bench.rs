@@ -298,12 +298,37 @@ fn grad_mib<M: burn::module::Module>(model: &M) -> f64 {
 /// `ember bench memory`: step time and peak memory of training under each
 /// precision and recomputation setting, Ember and PyTorch (autocast,
 /// torch.utils.checkpoint) in the same run.
-pub fn memory(model_dir: &Path, iters: usize, warmup: usize, torch_script: &Path, json: Option<&PathBuf>, quick: bool) -> Result<String, String> {
+pub fn memory(
+    model_dir: &Path,
+    iters: usize,
+    warmup: usize,
+    torch_script: &Path,
+    json: Option<&PathBuf>,
+    quick: bool,
+    only: &[String],
+) -> Result<String, String> {
+    let recompute_name = |s: Strategy| match s {
+        Strategy::Auto => "auto",
+        Strategy::Balanced => "balanced",
+        _ => "none",
+    };
+    let mut configs: Vec<MemConfig> = Vec::new();
+    for c in MEM_CONFIGS {
+        let name = format!("{}/{}", c.precision.name(), recompute_name(c.recompute));
+        if only.is_empty() || only.iter().any(|o| o.eq_ignore_ascii_case(&name)) {
+            configs.push(c);
+        }
+    }
+    if let Some(bad) = only.iter().find(|o| {
+        !MEM_CONFIGS.iter().any(|c| format!("{}/{}", c.precision.name(), recompute_name(c.recompute)).eq_ignore_ascii_case(o))
+    }) {
+        return Err(format!("--only {bad}: expected PRECISION/RECOMPUTE with fp32|f16|bf16 and none|auto|balanced"));
+    }
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut rows = Vec::new();
     let workloads: &[&str] = if quick { &["minilm"] } else { &["residual", "minilm"] };
     for &workload in workloads {
-        for c in MEM_CONFIGS {
+        for &c in &configs {
             let device = Device::flex().autodiff();
             let device = if c.recompute == Strategy::Balanced { device.gradient_checkpointing() } else { device };
             device.seed(0);
@@ -334,11 +359,7 @@ pub fn memory(model_dir: &Path, iters: usize, warmup: usize, torch_script: &Path
                     (ms, peak, acts, allocs, g, format!("batch 16, {tokens} tokens"))
                 }
             };
-            let recompute = match c.recompute {
-                Strategy::Auto => "auto",
-                Strategy::Balanced => "balanced",
-                _ => "none",
-            };
+            let recompute = recompute_name(c.recompute);
             let torch = if c.recompute == Strategy::Balanced {
                 serde_json::Value::Null
             } else {

@@ -30,6 +30,7 @@ use ember_models::cnn::SmallCnnConfig;
 use ember_models::mlp::MlpConfig;
 use ember_models::sentence::SentenceEncoder;
 use ember_runtime::Error;
+use ember_runtime::device::Backend;
 use ember_runtime::checkpoint::Checkpointer;
 use ember_runtime::clip::GlobalNormClip;
 use ember_runtime::data::{DataCheck, DataReport};
@@ -149,6 +150,10 @@ pub struct Settings {
     /// batch size, precision and recomputation to fit [default: none].
     #[arg(long)]
     pub memory_budget: Option<String>,
+    /// Compute device: cpu, or a GPU backend compiled in (wgpu, vulkan,
+    /// metal, cuda) [default: $EMBER_DEVICE, else cpu].
+    #[arg(long)]
+    pub device: Option<String>,
 }
 
 impl Settings {
@@ -174,6 +179,7 @@ impl Settings {
             precision: self.precision.or(other.precision),
             recompute: self.recompute.or(other.recompute),
             memory_budget: self.memory_budget.or(other.memory_budget),
+            device: self.device.or(other.device),
         }
     }
 
@@ -203,6 +209,7 @@ impl Settings {
             precision: Some("fp32".into()),
             recompute: Some("none".into()),
             memory_budget: None,
+            device: None,
         }
     }
 }
@@ -242,6 +249,7 @@ struct Resolved {
     precision: Precision,
     recompute: Strategy,
     memory_budget: Option<usize>,
+    device: Backend,
 }
 
 fn resolve(o: &Options) -> Result<Resolved, String> {
@@ -275,6 +283,7 @@ fn resolve(o: &Options) -> Result<Resolved, String> {
         precision: s.precision.as_deref().unwrap_or("fp32").parse().map_err(|e: Error| e.to_string())?,
         recompute: s.recompute.as_deref().unwrap_or("none").parse().map_err(|e: Error| e.to_string())?,
         memory_budget: s.memory_budget.as_deref().map(parse_bytes).transpose().map_err(|e| e.to_string())?,
+        device: ember_runtime::device::selected(s.device.as_deref()).map_err(|e| e.to_string())?,
     };
     if r.task == Task::Digits && r.arch == Arch::Cnn && !matches!(r.recompute, Strategy::None | Strategy::Balanced) {
         return Err("segment recomputation needs a network of blocks: use --arch mlp, or --recompute balanced".into());
@@ -698,7 +707,7 @@ fn train_task<M: Module, D: Dataset>(
         anomalies: fit.history.anomalies.len(),
         trainable,
         peak_heap,
-        setting: format!("precision {precision}, recompute {recompute}, batch {batch_size}×{grad_accumulation}"),
+        setting: format!("device {}, precision {precision}, recompute {recompute}, batch {batch_size}×{grad_accumulation}", r.device),
         overflows: fit.history.overflows.len(),
         final_loss: fit.history.steps.last().map(|s| s.loss),
     }))
@@ -858,7 +867,16 @@ fn run_digits(r: &Resolved, o: &Options, device: &Device) -> Result<String, Stri
 /// Runs `ember finetune`; returns the summary printed at the end.
 pub fn run(o: Options) -> Result<String, String> {
     let r = resolve(&o)?;
-    let device = Device::flex().autodiff();
+    let device = ember_runtime::device::init(r.device).map_err(|e| e.to_string())?.autodiff();
+    if !ember_runtime::device::supports(r.device, r.precision) {
+        return Err(format!(
+            "--precision {} is not available on --device {} ({}); use --precision {}",
+            r.precision,
+            r.device,
+            ember_runtime::device::description(r.device).unwrap_or_default(),
+            if r.precision == Precision::Bf16 && ember_runtime::device::supports(r.device, Precision::F16) { "f16" } else { "fp32" }
+        ));
+    }
     // Burn's balanced checkpointing lives on the device.
     let device = if r.recompute == Strategy::Balanced { device.gradient_checkpointing() } else { device };
     device.seed(r.seed);

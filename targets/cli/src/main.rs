@@ -17,7 +17,13 @@
 //!   step time and peak memory under fp32/f16/bf16 and recomputation against
 //!   PyTorch autocast and torch.utils.checkpoint; `ember bench speed` —
 //!   training-step and encode speed against PyTorch with a peak-GEMM probe
-//!   and allocations per step.
+//!   and allocations per step; `ember bench device --device wgpu` — the same
+//!   workloads on a GPU backend and on the CPU backend, with ratios.
+//!
+//! `ember devices` lists the backends of the build and whether each is
+//! present. `embed` and `finetune` take `--device cpu|wgpu|vulkan|metal|cuda`
+//! (default: `EMBER_DEVICE`, else the CPU); a GPU backend must be compiled in
+//! (`--features wgpu`, …) and present, or the command says which is missing.
 //!
 //! Errors go to stderr as one clear message with a non-zero exit status.
 
@@ -25,7 +31,6 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use burn::tensor::Device;
 use clap::{Parser, Subcommand, ValueEnum};
 use ember_models::sentence::SentenceEncoder;
 use ember_runtime::memory::Counting;
@@ -76,6 +81,10 @@ enum Command {
         /// Texts per forward pass.
         #[arg(long, default_value_t = 32)]
         batch_size: usize,
+        /// Compute device: cpu, or a GPU backend compiled in (wgpu, vulkan,
+        /// metal, cuda) [default: $EMBER_DEVICE, else cpu].
+        #[arg(long)]
+        device: Option<String>,
         /// Texts to embed; `-` reads one per line from stdin.
         #[arg(required = true)]
         texts: Vec<String>,
@@ -99,6 +108,13 @@ enum Command {
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
+    },
+    /// The compute devices of this build: which backends are compiled in
+    /// and, for those, whether the machine has one (adapter, driver).
+    Devices {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
     },
     /// Benchmarks, side by side with PyTorch.
     Bench {
@@ -167,9 +183,39 @@ enum BenchWorkload {
         /// Only the MiniLM rows.
         #[arg(long)]
         quick: bool,
+        /// Only these configurations, as PRECISION/RECOMPUTE (e.g.
+        /// `f16/balanced`); repeatable [default: all nine].
+        #[arg(long = "only")]
+        only: Vec<String>,
         /// The PyTorch side.
         #[arg(long, default_value = "tools/reference/bench_memory_torch.py")]
         torch_script: PathBuf,
+        /// Also write the results as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// The speed suite's workloads (training steps, MiniLM encode, LoRA step)
+    /// on a GPU backend and on the CPU backend, in one run, with ratios.
+    Device {
+        /// The device to compare with the CPU backend (wgpu, vulkan, metal,
+        /// cuda; it must be compiled in).
+        #[arg(long)]
+        device: String,
+        /// Model directory (default: all-MiniLM-L6-v2 from the model cache).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Untimed calls before timing each workload.
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// At least this many timed calls per workload (the median is reported)…
+        #[arg(long, default_value_t = 5)]
+        min_iters: usize,
+        /// …and at least this many seconds per workload (at most 1000 calls).
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+        /// Skip the 32-block residual MLP.
+        #[arg(long)]
+        quick: bool,
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -234,7 +280,7 @@ fn inspect(file: &PathBuf, format: Format) -> Result<String, String> {
     })
 }
 
-fn embed(model: &PathBuf, format: Format, batch_size: usize, texts: Vec<String>) -> Result<String, String> {
+fn embed(model: &PathBuf, format: Format, batch_size: usize, device: Option<&str>, texts: Vec<String>) -> Result<String, String> {
     let mut inputs = Vec::new();
     for t in texts {
         if t == "-" {
@@ -248,7 +294,8 @@ fn embed(model: &PathBuf, format: Format, batch_size: usize, texts: Vec<String>)
     if batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }
-    let encoder = SentenceEncoder::from_dir(model, &Device::flex()).map_err(|e| e.to_string())?;
+    let device = ember_runtime::device::select(device).map_err(|e| e.to_string())?;
+    let encoder = SentenceEncoder::from_dir(model, &device).map_err(|e| e.to_string())?;
     let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     let embeddings = encoder.encode(&refs, batch_size).map_err(|e| e.to_string())?;
     Ok(match format {
@@ -265,11 +312,47 @@ fn embed(model: &PathBuf, format: Format, batch_size: usize, texts: Vec<String>)
     })
 }
 
+fn devices(format: Format) -> Result<String, String> {
+    use ember_runtime::device::{self, Backend};
+    let rows: Vec<(Backend, bool, Result<String, String>)> = Backend::ALL
+        .into_iter()
+        .map(|b| {
+            let status = if b.is_compiled() {
+                device::init(b).map(|_| device::description(b).unwrap_or_default()).map_err(|e| e.to_string())
+            } else {
+                Err(format!("not compiled in (--features {})", b.name()))
+            };
+            (b, b.is_compiled(), status)
+        })
+        .collect();
+    Ok(match format {
+        Format::Json => {
+            let list: Vec<_> = rows
+                .iter()
+                .map(|(b, compiled, status)| match status {
+                    Ok(d) => serde_json::json!({"device": b.name(), "compiled": compiled, "available": true, "description": d}),
+                    Err(e) => serde_json::json!({"device": b.name(), "compiled": compiled, "available": false, "error": e}),
+                })
+                .collect();
+            serde_json::json!({"devices": list, "selected": device::selected(None).map(|b| b.name()).map_err(|e| e.to_string()).ok()}).to_string()
+        }
+        Format::Text => rows
+            .iter()
+            .map(|(b, _, status)| match status {
+                Ok(d) => format!("{:7} available: {d}", b.name()),
+                Err(e) => format!("{:7} unavailable: {e}", b.name()),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { file, format } => inspect(&file, format),
-        Command::Embed { model, format, batch_size, texts } => embed(&model, format, batch_size, texts),
+        Command::Devices { format } => devices(format),
+        Command::Embed { model, format, batch_size, device, texts } => embed(&model, format, batch_size, device.as_deref(), texts),
         Command::Finetune { settings, config, resume, lr_find, quiet } => {
             finetune::run(finetune::Options { flags: settings, config, resume, lr_find, quiet })
         }
@@ -277,11 +360,19 @@ fn main() -> ExitCode {
             let timing = speed::Timing { warmup, min_iters, seconds };
             finetune::default_model_dir(model).and_then(|m| speed::speed(&m, timing, &torch_script, json.as_ref(), quick))
         }
+        Command::Bench { workload: BenchWorkload::Device { device, model, warmup, min_iters, seconds, quick, json } } => {
+            let timing = speed::Timing { warmup, min_iters, seconds };
+            device
+                .parse()
+                .map_err(|e: ember_runtime::Error| e.to_string())
+                .and_then(|backend| finetune::default_model_dir(model).map(|m| (backend, m)))
+                .and_then(|(backend, m)| speed::devices(&m, backend, timing, quick, json.as_ref()))
+        }
         Command::Bench { workload: BenchWorkload::Embed { model, iters, warmup, torch_script, json } } => {
             bench::embed(&model, iters, warmup, &torch_script, json.as_ref())
         }
-        Command::Bench { workload: BenchWorkload::Memory { model, iters, warmup, quick, torch_script, json } } => {
-            finetune::default_model_dir(model).and_then(|m| bench::memory(&m, iters, warmup, &torch_script, json.as_ref(), quick))
+        Command::Bench { workload: BenchWorkload::Memory { model, iters, warmup, quick, only, torch_script, json } } => {
+            finetune::default_model_dir(model).and_then(|m| bench::memory(&m, iters, warmup, &torch_script, json.as_ref(), quick, &only))
         }
         Command::Bench { workload: BenchWorkload::Finetune { model, epochs, torch_script, json } } => {
             finetune::default_model_dir(model).and_then(|m| bench::finetune(&m, epochs, &torch_script, json.as_ref()))

@@ -81,11 +81,11 @@ struct Row {
     flops: Option<f64>,
 }
 
-/// Runs the suite; returns the table (and writes JSON to `json` if given).
-pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option<&PathBuf>, quick: bool) -> Result<String, String> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+/// Ember's side of the suite on `plain` (a device without autodiff):
+/// training steps run on `plain.autodiff()`, encoding on `plain`.
+fn workloads(model_dir: &Path, plain: &Device, timing: Timing, quick: bool) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
-    let device = Device::flex().autodiff();
+    let device = plain.clone().autodiff();
     device.seed(0);
     let normal = Distribution::Normal(0.0, 1.0);
 
@@ -133,8 +133,7 @@ pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option
         });
     }
 
-    let cpu = Device::flex();
-    let encoder = SentenceEncoder::from_dir(model_dir, &cpu).map_err(|e| e.to_string())?;
+    let encoder = SentenceEncoder::from_dir(model_dir, plain).map_err(|e| e.to_string())?;
     for n in [1, 32] {
         let batch = &SENTENCES[..n];
         let mut failed = None;
@@ -174,6 +173,15 @@ pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option
             flops: None
         });
     }
+    Ok(rows)
+}
+
+/// Runs the suite; returns the table (and writes JSON to `json` if given).
+pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option<&PathBuf>, quick: bool) -> Result<String, String> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpu = Device::flex();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let rows = workloads(model_dir, &cpu, timing, quick)?;
 
     // Burn flex's best f32 matmul rate, for comparison with PyTorch's BLAS.
     let mut flex_gflops = 0.0f64;
@@ -268,4 +276,35 @@ fn cpuinfo_field(name: &str) -> String {
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
         .unwrap_or_default()
+}
+
+/// `ember bench device`: the same Ember workloads on the CPU backend and on
+/// `backend`, in one run; ratio = CPU time / device time.
+pub fn devices(model_dir: &Path, backend: ember_runtime::device::Backend, timing: Timing, quick: bool, json: Option<&PathBuf>) -> Result<String, String> {
+    let gpu = ember_runtime::device::init(backend).map_err(|e| e.to_string())?;
+    let adapter = ember_runtime::device::description(backend).unwrap_or_else(|| format!("{gpu:?}"));
+    eprintln!("on {backend} ({adapter}):");
+    let on_device = workloads(model_dir, &gpu, timing, quick)?;
+    eprintln!("on the CPU backend:");
+    let on_cpu = workloads(model_dir, &Device::flex(), timing, quick)?;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut table = format!(
+        "device: {backend} ({adapter}) against the CPU backend ({threads} threads, {}); median per call;\n\
+         ratio = CPU time / {backend} time (above 1: the device is faster)\n\n\
+         | workload | CPU (ms) | {backend} (ms) | ratio |\n|---|---:|---:|---:|\n",
+        cpu_model()
+    );
+    let mut json_rows = Vec::new();
+    for (d, c) in on_device.iter().zip(&on_cpu) {
+        let (td, tc) = (d.ember.seconds, c.ember.seconds);
+        table.push_str(&format!("| {} | {:.3} | {:.3} | {:.2}× |\n", d.what, tc * 1e3, td * 1e3, tc / td));
+        json_rows.push(serde_json::json!({"workload": d.name, "what": d.what, "cpu_seconds": tc, "device_seconds": td, "ratio": tc / td}));
+    }
+    if let Some(path) = json {
+        let doc = serde_json::json!({
+            "workload": "device", "backend": backend.name(), "device": adapter, "threads": threads, "cpu": cpu_model(), "rows": json_rows,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(table)
 }

@@ -290,3 +290,82 @@ fn memory_budget_plans_or_explains_why_not() {
     assert!(!ok && stderr.contains("too small"), "{stderr}");
     std::fs::remove_dir_all(&out).ok();
 }
+
+/// The backends `ember devices` reports as compiled into the binary under
+/// test (the test build has cpu and wgpu).
+fn compiled_devices() -> Vec<String> {
+    let (ok, out, err) = ember(&["devices", "--format", "json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["compiled"] == true)
+        .map(|d| d["device"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// `--device` and `EMBER_DEVICE` are checked before any work: an unknown
+/// name, or a backend this build lacks, is one clear error naming the fix.
+#[test]
+fn unknown_and_missing_devices_are_clear_errors() {
+    let (ok, out, err) = ember(&["embed", "--model", "/nonexistent", "--device", "tpu", "hello"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(err.contains("unknown device `tpu`") && err.contains("this build has: cpu"), "{err}");
+    let run = Command::new(env!("CARGO_BIN_EXE_ember"))
+        .env("EMBER_DEVICE", "quantum")
+        .args(["finetune", "--quiet", "--task", "digits", "--epochs", "1", "--out", temp_out("device-env").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success() && err.contains("EMBER_DEVICE: unknown device `quantum`"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let compiled = compiled_devices();
+    let missing: Vec<&str> = ["wgpu", "vulkan", "metal", "cuda"].into_iter().filter(|b| !compiled.iter().any(|c| c == b)).collect();
+    assert!(!missing.is_empty(), "every backend is compiled in: {compiled:?}");
+    for backend in missing {
+        let (ok, _, err) = ember(&["embed", "--model", "/nonexistent", "--device", backend, "hello"]);
+        assert!(!ok && err.contains(&format!("not compiled in: rebuild with `--features {backend}`")), "{err}");
+    }
+}
+
+/// The test build has the wgpu backend (a dev-dependency feature; `.ci/run`
+/// runs it on Mesa's lavapipe): `ember devices` finds the adapter, `embed`
+/// gives the CPU's embeddings, and the digits task trains on the GPU as it
+/// does on the CPU.
+#[test]
+fn embed_and_finetune_run_on_wgpu() {
+    assert!(compiled_devices().contains(&"wgpu".to_string()), "the test build must have the wgpu backend");
+    let (ok, out, err) = ember(&["devices"]);
+    assert!(ok, "{err}");
+    assert!(out.lines().any(|l| l.starts_with("wgpu    available: ")), "{out}");
+    let model = minilm();
+    let texts = ["Wake me up at six", "How tall is the Eiffel tower?"];
+    let embed = |device: &str| -> Vec<f64> {
+        let (ok, out, err) = ember(&["embed", "--format", "json", "--model", &model, "--device", device, texts[0], texts[1]]);
+        assert!(ok, "{device}: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["embeddings"].as_array().unwrap().iter().flat_map(|e| e.as_array().unwrap().iter().map(|x| x.as_f64().unwrap())).collect()
+    };
+    let (gpu, cpu) = (embed("wgpu"), embed("cpu"));
+    assert_eq!(gpu.len(), 2 * 384);
+    let worst = gpu.iter().zip(&cpu).map(|(g, c)| (g - c).abs()).fold(0.0, f64::max);
+    assert!(worst <= 1e-3, "embeddings on wgpu differ from the CPU's by {worst}");
+
+    let out = temp_out("digits-wgpu");
+    let (ok, stdout, stderr) = ember(&[
+        "finetune", "--quiet", "--task", "digits", "--device", "wgpu", "--epochs", "5",
+        "--train", &repo("data/digits/train.csv"), "--test", &repo("data/digits/test.csv"),
+        "--out", out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("device wgpu"), "{stdout}");
+    let (before, after) = accuracies(&stdout);
+    assert!(before < 20.0 && after >= 90.0, "{stdout}");
+    std::fs::remove_dir_all(&out).ok();
+
+    // WGSL has no bf16: a clear error before training, pointing to f16.
+    let (ok, _, err) = ember(&["finetune", "--quiet", "--task", "digits", "--device", "wgpu", "--precision", "bf16", "--epochs", "1"]);
+    assert!(!ok && err.contains("--precision bf16 is not available on --device wgpu") && err.contains("use --precision f16"), "{err}");
+}

@@ -35,9 +35,10 @@ pub enum Optimizer {
 /// ```
 /// use ember_mcu::{LearnerConfig, Optimizer};
 ///
-/// let config = LearnerConfig::new(16, 8).with_optimizer(Optimizer::Sgd).with_lr(0.05).with_heap_budget(32 * 1024);
+/// let config = LearnerConfig::new(16, 8).with_optimizer(Optimizer::Sgd).with_lr(0.05).with_heap_budget(48 * 1024);
 /// assert_eq!(config.num_params(), 16 * 8 + 8 + 8 + 1);
-/// assert!(config.heap_estimate().total <= 32 * 1024);
+/// // ~32 KiB, or ~42 KiB where a GPU backend is compiled into the same binary.
+/// assert!(config.heap_estimate().total <= 48 * 1024);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[non_exhaustive]
@@ -126,7 +127,8 @@ impl LearnerConfig {
         let persistence = 2 * p + SAFETENSORS_HEADER;
         // Burn's global state, autodiff graph nodes, tensor handles,
         // parameter ids, the optimizer's per-parameter map, the window.
-        let overhead = OVERHEAD_FIXED + self.window * F32;
+        let gpu = ember_runtime::device::Backend::ALL.iter().any(|b| *b != ember_runtime::device::Backend::Cpu && b.is_compiled());
+        let overhead = OVERHEAD_FIXED + if gpu { OVERHEAD_GPU_HANDLES } else { 0 } + self.window * F32;
         // The phases do not overlap: the forward/backward pass, the update,
         // saving. Parameters and optimizer state live throughout.
         let phase = (p + activations).max(p + update).max(persistence);
@@ -142,6 +144,11 @@ const SAFETENSORS_HEADER: usize = 512;
 /// of a process (Burn's lazily created global state), 64-bit pointers (so an
 /// upper bound for 32-bit targets); see `docs/mcu.md` for the calibration.
 const OVERHEAD_FIXED: usize = 28 * 1024;
+/// When a GPU backend is compiled into the same binary (as in the
+/// workspace's test build, which has wgpu), Burn's tensor and device handles
+/// are larger: the 64 KiB host test then peaks at 37.7 KiB instead of under
+/// 32 KiB. Firmware never has a GPU backend.
+const OVERHEAD_GPU_HANDLES: usize = 10 * 1024;
 /// Margin on the part that scales with the model (×5/4).
 const MARGIN_NUM: usize = 5;
 const MARGIN_DEN: usize = 4;
