@@ -1,5 +1,5 @@
 //! The wgpu backend against the CPU backend (burn-flex), on the machine's
-//! adapter — Mesa's lavapipe in CI (`cargo test --features wgpu`).
+//! adapter — Mesa's lavapipe in CI.
 //!
 //! The same model, weights and inputs run on both devices; forward outputs,
 //! every parameter's gradient and 50 AdamW steps must agree to 1e-4
@@ -12,20 +12,19 @@ mod common;
 
 use common::*;
 use ember::burn::module::Module;
+use ember::burn::nn::LinearConfig;
 use ember::burn::optim::GradientsParams;
-use ember::burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use ember::burn::tensor::{DType, Device, Distribution, Int, Tensor, TensorData};
 use ember::models::classifier::SentenceClassifier;
 use ember::models::cnn::SmallCnnConfig;
 use ember::models::mlp::MlpConfig;
 use ember::models::residual::ResidualMlpConfig;
 use ember::models::sentence::SentenceEncoder;
-use ember::burn::nn::LinearConfig;
-use ember::burn::tensor::DType;
 use ember::runtime::device::{self, Backend};
-use ember::runtime::precision::{self, Precision};
 use ember::runtime::loss::{cross_entropy, mse};
 use ember::runtime::params::parameters;
 use ember::runtime::peft::LoraConfig;
+use ember::runtime::precision::{self, Precision};
 
 /// f32 on a GPU against f32 on the CPU: other reduction orders and fused
 /// multiply-adds move results by ~1e-6 relative; the acceptance bound for
