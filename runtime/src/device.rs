@@ -149,8 +149,24 @@ pub fn init(backend: Backend) -> Result<Device, Error> {
     }
 }
 
+/// A GPU device brought up by [`init`]: its adapter's description and
+/// whether its shaders have f16 arithmetic.
 #[cfg(feature = "wgpu")]
-type Started = std::sync::Mutex<Vec<(Backend, Device, String)>>;
+struct Adapter {
+    backend: Backend,
+    device: Device,
+    description: String,
+    f16: bool,
+}
+
+#[cfg(feature = "wgpu")]
+type Started = std::sync::Mutex<Vec<Adapter>>;
+
+/// The adapter `backend` was brought up on, if it was.
+#[cfg(feature = "wgpu")]
+fn adapter<R>(backend: Backend, f: impl FnOnce(&Adapter) -> R) -> Option<R> {
+    started().lock().unwrap_or_else(|e| e.into_inner()).iter().find(|a| a.backend == backend).map(f)
+}
 
 /// GPU devices brought up so far, with their adapter descriptions.
 #[cfg(feature = "wgpu")]
@@ -165,8 +181,8 @@ fn init_wgpu(backend: Backend, api: burn::tensor::wgpu::WgpuBackend) -> Result<D
     // wgpu registers one runtime per (adapter, API): a second `init` of the
     // same selector is an error, so keep the first device.
     let mut started = started().lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, d, _)) = started.iter().find(|(b, _, _)| *b == backend) {
-        return Ok(d.clone());
+    if let Some(a) = started.iter().find(|a| a.backend == backend) {
+        return Ok(a.device.clone());
     }
     let (device, setup) = Device::wgpu_options().graphics_api(api).init_with_setup().map_err(|e| Error::Device {
         device: backend.name().to_string(),
@@ -183,7 +199,7 @@ fn init_wgpu(backend: Backend, api: burn::tensor::wgpu::WgpuBackend) -> Result<D
         info.driver_info,
         if f16 { "yes" } else { "no" }
     );
-    started.push((backend, device.clone(), description));
+    started.push(Adapter { backend, device: device.clone(), description, f16 });
     Ok(device)
 }
 
@@ -197,7 +213,8 @@ pub fn supports(backend: Backend, precision: crate::precision::Precision) -> boo
         (_, Precision::Fp32) | (Backend::Cpu, _) => true,
         (Backend::Cuda, _) => true,
         (_, Precision::Bf16) => false,
-        (_, Precision::F16) => description(backend).is_some_and(|d| d.contains("shader f16: yes")),
+        #[cfg(feature = "wgpu")]
+        (_, Precision::F16) => adapter(backend, |a| a.f16).unwrap_or(false),
         #[allow(unreachable_patterns)]
         _ => false,
     }
@@ -216,12 +233,7 @@ pub fn description(backend: Backend) -> Option<String> {
         #[cfg(not(feature = "std"))]
         Backend::Cpu => Some("burn-flex on the CPU".to_string()),
         #[cfg(feature = "wgpu")]
-        other => started()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(b, _, _)| *b == other)
-            .map(|(_, _, d)| d.clone()),
+        other => adapter(other, |a| a.description.clone()),
         #[cfg(not(feature = "wgpu"))]
         _ => None,
     }

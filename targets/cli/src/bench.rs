@@ -312,18 +312,16 @@ pub fn memory(
         Strategy::Balanced => "balanced",
         _ => "none",
     };
-    let mut configs: Vec<MemConfig> = Vec::new();
-    for c in MEM_CONFIGS {
-        let name = format!("{}/{}", c.precision.name(), recompute_name(c.recompute));
-        if only.is_empty() || only.iter().any(|o| o.eq_ignore_ascii_case(&name)) {
-            configs.push(c);
-        }
-    }
-    if let Some(bad) = only.iter().find(|o| {
-        !MEM_CONFIGS.iter().any(|c| format!("{}/{}", c.precision.name(), recompute_name(c.recompute)).eq_ignore_ascii_case(o))
-    }) {
+    let named: Vec<(MemConfig, String)> =
+        MEM_CONFIGS.iter().map(|&c| (c, format!("{}/{}", c.precision.name(), recompute_name(c.recompute)))).collect();
+    if let Some(bad) = only.iter().find(|o| !named.iter().any(|(_, name)| name.eq_ignore_ascii_case(o))) {
         return Err(format!("--only {bad}: expected PRECISION/RECOMPUTE with fp32|f16|bf16 and none|auto|balanced"));
     }
+    let configs: Vec<MemConfig> = named
+        .into_iter()
+        .filter(|(_, name)| only.is_empty() || only.iter().any(|o| o.eq_ignore_ascii_case(name)))
+        .map(|(c, _)| c)
+        .collect();
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut rows = Vec::new();
     let workloads: &[&str] = if quick { &["minilm"] } else { &["residual", "minilm"] };

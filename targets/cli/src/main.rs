@@ -123,6 +123,33 @@ enum Command {
     },
 }
 
+/// What `ember bench speed` and `ember bench device` share: the model and
+/// how long each workload is timed.
+#[derive(clap::Args)]
+struct SuiteArgs {
+    /// Model directory (default: all-MiniLM-L6-v2 from the model cache).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Untimed calls before timing each workload.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// At least this many timed calls per workload (the median is reported)…
+    #[arg(long, default_value_t = 5)]
+    min_iters: usize,
+    /// …and at least this many seconds per workload (at most 1000 calls).
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+    /// Skip the 32-block residual MLP (the slowest workload).
+    #[arg(long)]
+    quick: bool,
+}
+
+impl SuiteArgs {
+    fn timing(&self) -> speed::Timing {
+        speed::Timing { warmup: self.warmup, min_iters: self.min_iters, seconds: self.seconds }
+    }
+}
+
 #[derive(Subcommand)]
 enum BenchWorkload {
     /// Training-step and encode speed against PyTorch on the same CPU: MLPs
@@ -130,21 +157,8 @@ enum BenchWorkload {
     /// encode and a LoRA step, with a peak-GEMM probe and allocations per
     /// step (run from the repository root).
     Speed {
-        /// Model directory (default: all-MiniLM-L6-v2 from the model cache).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Untimed calls before timing each workload.
-        #[arg(long, default_value_t = 3)]
-        warmup: usize,
-        /// At least this many timed calls per workload (the median is reported)…
-        #[arg(long, default_value_t = 5)]
-        min_iters: usize,
-        /// …and at least this many seconds per workload (at most 1000 calls).
-        #[arg(long, default_value_t = 1.0)]
-        seconds: f64,
-        /// Skip the 32-block residual MLP (the slowest workload).
-        #[arg(long)]
-        quick: bool,
+        #[command(flatten)]
+        suite: SuiteArgs,
         /// The PyTorch side.
         #[arg(long, default_value = "tools/reference/bench_speed_torch.py")]
         torch_script: PathBuf,
@@ -201,21 +215,8 @@ enum BenchWorkload {
         /// cuda; it must be compiled in).
         #[arg(long)]
         device: String,
-        /// Model directory (default: all-MiniLM-L6-v2 from the model cache).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Untimed calls before timing each workload.
-        #[arg(long, default_value_t = 3)]
-        warmup: usize,
-        /// At least this many timed calls per workload (the median is reported)…
-        #[arg(long, default_value_t = 5)]
-        min_iters: usize,
-        /// …and at least this many seconds per workload (at most 1000 calls).
-        #[arg(long, default_value_t = 1.0)]
-        seconds: f64,
-        /// Skip the 32-block residual MLP.
-        #[arg(long)]
-        quick: bool,
+        #[command(flatten)]
+        suite: SuiteArgs,
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -314,7 +315,7 @@ fn embed(model: &PathBuf, format: Format, batch_size: usize, device: Option<&str
 
 fn devices(format: Format) -> Result<String, String> {
     use ember_runtime::device::{self, Backend};
-    let rows: Vec<(Backend, bool, Result<String, String>)> = Backend::ALL
+    let rows: Vec<(Backend, Result<String, String>)> = Backend::ALL
         .into_iter()
         .map(|b| {
             let status = if b.is_compiled() {
@@ -322,23 +323,23 @@ fn devices(format: Format) -> Result<String, String> {
             } else {
                 Err(format!("not compiled in (--features {})", b.name()))
             };
-            (b, b.is_compiled(), status)
+            (b, status)
         })
         .collect();
     Ok(match format {
         Format::Json => {
             let list: Vec<_> = rows
                 .iter()
-                .map(|(b, compiled, status)| match status {
-                    Ok(d) => serde_json::json!({"device": b.name(), "compiled": compiled, "available": true, "description": d}),
-                    Err(e) => serde_json::json!({"device": b.name(), "compiled": compiled, "available": false, "error": e}),
+                .map(|(b, status)| match status {
+                    Ok(d) => serde_json::json!({"device": b.name(), "compiled": b.is_compiled(), "available": true, "description": d}),
+                    Err(e) => serde_json::json!({"device": b.name(), "compiled": b.is_compiled(), "available": false, "error": e}),
                 })
                 .collect();
             serde_json::json!({"devices": list, "selected": device::selected(None).map(|b| b.name()).map_err(|e| e.to_string()).ok()}).to_string()
         }
         Format::Text => rows
             .iter()
-            .map(|(b, _, status)| match status {
+            .map(|(b, status)| match status {
                 Ok(d) => format!("{:7} available: {d}", b.name()),
                 Err(e) => format!("{:7} unavailable: {e}", b.name()),
             })
@@ -356,17 +357,17 @@ fn main() -> ExitCode {
         Command::Finetune { settings, config, resume, lr_find, quiet } => {
             finetune::run(finetune::Options { flags: settings, config, resume, lr_find, quiet })
         }
-        Command::Bench { workload: BenchWorkload::Speed { model, warmup, min_iters, seconds, quick, torch_script, json } } => {
-            let timing = speed::Timing { warmup, min_iters, seconds };
-            finetune::default_model_dir(model).and_then(|m| speed::speed(&m, timing, &torch_script, json.as_ref(), quick))
+        Command::Bench { workload: BenchWorkload::Speed { suite, torch_script, json } } => {
+            let timing = suite.timing();
+            finetune::default_model_dir(suite.model).and_then(|m| speed::speed(&m, timing, &torch_script, json.as_ref(), suite.quick))
         }
-        Command::Bench { workload: BenchWorkload::Device { device, model, warmup, min_iters, seconds, quick, json } } => {
-            let timing = speed::Timing { warmup, min_iters, seconds };
+        Command::Bench { workload: BenchWorkload::Device { device, suite, json } } => {
+            let timing = suite.timing();
             device
                 .parse()
                 .map_err(|e: ember_runtime::Error| e.to_string())
-                .and_then(|backend| finetune::default_model_dir(model).map(|m| (backend, m)))
-                .and_then(|(backend, m)| speed::devices(&m, backend, timing, quick, json.as_ref()))
+                .and_then(|backend| finetune::default_model_dir(suite.model).map(|m| (backend, m)))
+                .and_then(|(backend, m)| speed::devices(&m, backend, timing, suite.quick, json.as_ref()))
         }
         Command::Bench { workload: BenchWorkload::Embed { model, iters, warmup, torch_script, json } } => {
             bench::embed(&model, iters, warmup, &torch_script, json.as_ref())
