@@ -6,7 +6,10 @@
 //! relative, MiniLM's embeddings to 1e-3 (and to sentence-transformers').
 //! The test build always has the wgpu backend (a dev-dependency feature), so
 //! these tests always run; they need a Vulkan (or Metal/DX12) driver, and
-//! fail with that message when there is none.
+//! fail with that message when there is none. Builds with `--cfg
+//! ember_no_gpu_tests` in RUSTFLAGS (tools/cross.sh's ARM builds, tested
+//! under QEMU) have no GPU backend and leave this file out.
+#![cfg(not(ember_no_gpu_tests))]
 
 mod common;
 

@@ -201,6 +201,84 @@ fn autocast_computes_low_and_keeps_fp32_master_weights() {
     assert_eq!(model.forward(x).dtype(), DType::from(FloatDType::F32));
 }
 
+/// `precision::linear` under autocast against Burn's composition
+/// `linear(cast(x), cast(w), cast(b))` on the input flattened to 2-D (as
+/// PyTorch's linear folds the leading dimensions into one product): the same
+/// casts and products, so the same output and gradients (input, weight,
+/// bias), for a 3-D input.
+#[test]
+fn autocast_linear_matches_the_composed_casts() {
+    let _g = lock();
+    let device = Device::flex().autodiff();
+    device.seed(5);
+    let layer = LinearConfig::new(12, 6).init(&device);
+    let x0 = Tensor::<3>::random([2, 5, 12], Distribution::Normal(0.0, 1.0), &device);
+    // A loss whose gradient differs per element.
+    let weights = Tensor::<3>::random([2, 5, 6], Distribution::Normal(0.0, 1.0), &device).detach();
+    for p in [Precision::F16, Precision::Bf16] {
+        let dt = p.dtype();
+        let run = |composed: bool| {
+            let x = x0.clone().detach().require_grad();
+            let y = precision::autocast(p, || {
+                if composed {
+                    ember::burn::tensor::module::linear(
+                        x.clone().reshape([10, 12]).cast(dt),
+                        layer.weight.val().cast(dt),
+                        layer.bias.as_ref().map(|b| b.val().cast(dt)),
+                    )
+                    .reshape([2, 5, 6])
+                } else {
+                    precision::linear(&layer, x.clone())
+                }
+            });
+            assert_eq!(y.dtype(), DType::from(dt), "{p}: output in the compute type");
+            let grads = precision::to_f32(y.clone()).mul(weights.clone()).sum().backward();
+            let gx = x.grad(&grads).expect("input gradient");
+            let gw = layer.weight.val().grad(&grads).expect("weight gradient");
+            let gb = layer.bias.as_ref().unwrap().val().grad(&grads).expect("bias gradient");
+            assert_eq!(gx.dtype(), DType::F32, "{p}: the input's gradient in the input's type");
+            assert_eq!(gw.dtype(), DType::F32, "{p}: the weight's gradient is fp32");
+            [values(precision::to_f32(y.inner())), values(gx), values(gw), values(gb)]
+        };
+        let composed = run(true);
+        let ours = run(false);
+        for (name, (a, b)) in ["output", "input gradient", "weight gradient", "bias gradient"].iter().zip(ours.iter().zip(&composed)) {
+            assert_close(&format!("{p} {name} (expected: the composed casts)"), a, b, F32_OP);
+        }
+    }
+}
+
+/// Under f16/bf16 the graph keeps the input of each linear layer in the low
+/// type and the fp32 weight itself, not a low-precision copy of the weight:
+/// for a network whose weights outweigh its activations, the memory held
+/// between forward and backward falls below fp32's instead of rising above it.
+#[test]
+fn reduced_precision_keeps_no_weight_copies_for_backward() {
+    let _g = lock();
+    let device = Device::flex().autodiff();
+    device.seed(15);
+    // 8 blocks of two 256×256 layers (4 MiB of fp32 weights, 2 MiB as f16
+    // copies) and a batch of 16 (16 KiB per fp32 activation).
+    let model = materialize(ResidualMlpConfig::new(256, 256, 1, 8).with_batch_norm(false).init(&device));
+    let x = Tensor::<2>::random([16, 256], Distribution::Normal(0.0, 1.0), &device);
+    let y = Tensor::<2>::random([16, 1], Distribution::Normal(0.0, 1.0), &device);
+    let held = |p: Precision| {
+        let before = HEAP.stats().current_bytes;
+        let loss = precision::autocast(p, || mse(model.forward(x.clone()), y.clone()));
+        let bytes = HEAP.stats().current_bytes.saturating_sub(before);
+        drop(loss.backward());
+        bytes
+    };
+    let _warm = held(Precision::Fp32);
+    let fp32 = held(Precision::Fp32);
+    let f16 = held(Precision::F16);
+    let bf16 = held(Precision::Bf16);
+    eprintln!("bytes held for backward: fp32 {fp32}, f16 {f16}, bf16 {bf16} (f16 weight copies would add {})", 8 * 2 * 256 * 256 * 2);
+    for (p, b) in [(Precision::F16, f16), (Precision::Bf16, bf16)] {
+        assert!((b as f64) < 0.75 * fp32 as f64, "{p}: {b} bytes held for backward vs fp32 {fp32}");
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Recomputation
 // ---------------------------------------------------------------------------

@@ -51,6 +51,9 @@ if [ "$what" = aarch64 ] || [ "$what" = all ]; then
     # Release: the tests run under emulation. Doc tests run natively in
     # `cargo test`.
     pkgs=(-p ember-runtime -p ember -p ember-cli)
+    # No GPU under QEMU: `--cfg ember_no_gpu_tests` leaves the wgpu backend
+    # (a dev-dependency of the host test build) and its tests out.
+    export RUSTFLAGS="${RUSTFLAGS:-} --cfg ember_no_gpu_tests"
     xcargo test --locked --release --target $T "${pkgs[@]}" --no-run --lib --test parity --test trainer --test cli
     # survives_sigkill_during_writes re-executes its own test binary, which
     # user-mode QEMU can only do where binfmt_misc is registered (not in

@@ -13,9 +13,12 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use ember_runtime::activation::gelu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
 use ember_runtime::peft::{Lora, LoraConfig, forward_with};
-use ember_runtime::precision::{self, add, layer_norm, linear, matmul, to_f32};
+use ember_runtime::norm;
+use ember_runtime::precision::{self, add, linear, matmul, to_f32};
 
 /// `(regex, replacement)` from Hugging Face keys to Ember's module paths.
 pub const HF_REMAP: (&str, &str) = (r"\.attention\.self\.", ".attention.self_attn.");
@@ -60,6 +63,8 @@ pub struct BertEmbeddings {
     pub token_type_embeddings: Embedding,
     /// Normalisation of the sum.
     pub LayerNorm: LayerNorm,
+    /// `LayerNorm`'s ε (`layer_norm_eps` in `config.json`).
+    pub layer_norm_eps: f64,
 }
 
 /// Multi-head self-attention projections (`attention.self` in PyTorch).
@@ -88,6 +93,8 @@ pub struct BertSelfOutput {
     pub dense: Linear,
     /// Post-residual normalisation.
     pub LayerNorm: LayerNorm,
+    /// `LayerNorm`'s ε (`layer_norm_eps` in `config.json`).
+    pub layer_norm_eps: f64,
 }
 
 /// Self-attention block.
@@ -113,6 +120,8 @@ pub struct BertOutput {
     pub dense: Linear,
     /// Post-residual normalisation.
     pub LayerNorm: LayerNorm,
+    /// `LayerNorm`'s ε (`layer_norm_eps` in `config.json`).
+    pub layer_norm_eps: f64,
 }
 
 /// One encoder layer.
@@ -171,10 +180,10 @@ impl BertConfig {
                         value_lora: None,
                         num_heads: self.num_attention_heads,
                     },
-                    output: BertSelfOutput { dense: linear(h, h), LayerNorm: ln() },
+                    output: BertSelfOutput { dense: linear(h, h), LayerNorm: ln(), layer_norm_eps: self.layer_norm_eps },
                 },
                 intermediate: BertIntermediate { dense: linear(h, self.intermediate_size) },
-                output: BertOutput { dense: linear(self.intermediate_size, h), LayerNorm: ln() },
+                output: BertOutput { dense: linear(self.intermediate_size, h), LayerNorm: ln(), layer_norm_eps: self.layer_norm_eps },
             })
             .collect();
         BertModel {
@@ -183,6 +192,7 @@ impl BertConfig {
                 position_embeddings: EmbeddingConfig::new(self.max_position_embeddings, h).init(device),
                 token_type_embeddings: EmbeddingConfig::new(self.type_vocab_size, h).init(device),
                 LayerNorm: ln(),
+                layer_norm_eps: self.layer_norm_eps,
             },
             encoder: BertEncoder { layer },
             pooler: self.pooler.then(|| BertPooler { dense: linear(h, h) }),
@@ -232,9 +242,21 @@ impl BertSelfAttention {
         let heads = self.num_heads;
         let dh = h / heads;
         let split = |t: Tensor<3>| t.reshape([b, l, heads, dh]).swap_dims(1, 2);
+        // Under autocast, one low-precision copy of the input for the three
+        // projections and their adapters (each would cast it, and keep its
+        // own copy for backward).
+        let x = precision::to_compute(x);
         let q = split(forward_with(&self.query, self.query_lora.as_ref(), x.clone()));
         let k = split(forward_with(&self.key, self.key_lora.as_ref(), x.clone()));
         let v = split(forward_with(&self.value, self.value_lora.as_ref(), x));
+        if fused_attention_applies(&q, &k, &v) {
+            // Inference on the CPU backend: one kernel per head (scores,
+            // bias, softmax and the product with V) instead of materialising
+            // scores and probabilities as separate tensors.
+            let bias = mask_bias.expand([b, 1, l, l]);
+            let out = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default());
+            return out.swap_dims(1, 2).reshape([b, l, h]);
+        }
         // Scores in the compute type; mask and softmax in fp32 (autocast's lists).
         let scores = to_f32(matmul(q, k.swap_dims(2, 3))).div_scalar((dh as f64).sqrt()) + mask_bias;
         let probs = precision::softmax(scores, 3);
@@ -242,13 +264,25 @@ impl BertSelfAttention {
     }
 }
 
+/// Whether attention can run as Burn's fused kernel: fp32 inference (nothing
+/// tracked for backward) on the CPU backend. Training keeps the composition,
+/// whose ops Burn differentiates; other devices keep it too.
+fn fused_attention_applies(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> bool {
+    !precision::current().is_reduced()
+        && !(q.is_tracked() || k.is_tracked() || v.is_tracked())
+        && q.dtype() == burn::tensor::DType::F32
+        && q.device().inner() == Device::flex()
+}
+
 impl BertLayer {
     /// One post-LayerNorm transformer layer.
     pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let attn = self.attention.self_attn.forward(x.clone(), mask_bias);
-        let attn = layer_norm(&self.attention.output.LayerNorm, add(linear(&self.attention.output.dense, attn), x));
+        let out = &self.attention.output;
+        let attn = norm::layer_norm(&out.LayerNorm, out.layer_norm_eps, to_f32(add(linear(&out.dense, attn), x)));
         let inter = gelu(linear(&self.intermediate.dense, attn.clone()));
-        layer_norm(&self.output.LayerNorm, add(linear(&self.output.dense, inter), attn))
+        let out = &self.output;
+        norm::layer_norm(&out.LayerNorm, out.layer_norm_eps, to_f32(add(linear(&out.dense, inter), attn)))
     }
 }
 
@@ -275,7 +309,7 @@ impl BertModel {
         let x = e.word_embeddings.forward(input_ids)
             + e.position_embeddings.forward(positions)
             + e.token_type_embeddings.forward(types);
-        e.LayerNorm.forward(x)
+        norm::layer_norm(&e.LayerNorm, e.layer_norm_eps, x)
     }
 
     /// The additive attention bias of a `[batch, len]` mask (1 = token,

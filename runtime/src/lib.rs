@@ -4,7 +4,8 @@
 //! Burn does not provide for PyTorch-faithful fine-tuning on small machines.
 //!
 //! * [`activation`]: GELU with its exact gradient on every backend (Burn's
-//!   GPU backends differentiate the tanh approximation).
+//!   GPU backends differentiate the tanh approximation), vectorised for
+//!   inference on the CPU.
 //! * [`checkpoint`] (std): atomic, verified checkpoints (model, optimizer,
 //!   training state), keep-last-N, resume from the newest valid one.
 //! * [`clip`]: global-norm gradient clipping with `torch.nn.utils.clip_grad_norm_`
@@ -25,8 +26,9 @@
 //! * [`peft`]: LoRA as `x·A·B` (never the dense ΔW in training), merge/unmerge,
 //!   peft-compatible names.
 //! * [`precision`]: mixed precision: an autocast policy (f16/bf16 compute,
-//!   fp32 master weights, PyTorch's op lists) and a dynamic loss scaler with
-//!   `GradScaler` semantics.
+//!   fp32 master weights, PyTorch's op lists, no low-precision weight copies
+//!   kept for backward) and a dynamic loss scaler with `GradScaler`
+//!   semantics.
 //! * [`recompute`]: segment recomputation like `torch.utils.checkpoint`
 //!   (every k blocks, automatic √L, or Burn's balanced checkpointing), with
 //!   dropout replayed.
@@ -39,6 +41,8 @@
 //!   count) with an optional heap budget.
 //! * [`plan`]: choosing batch size, precision and recomputation for a
 //!   memory budget, from measured peaks.
+//! * [`norm`]: layer norm as one differentiable op that keeps only its
+//!   input for backward.
 //! * [`params`]: walking a module's parameters by path.
 //! * [`threads`] (std): keeping small work (a forward pass over a few
 //!   tokens) off the CPU backend's thread pool.
@@ -67,6 +71,7 @@ pub mod freeze;
 pub mod loss;
 pub mod lr_find;
 pub mod memory;
+pub mod norm;
 mod error;
 #[cfg(feature = "std")]
 pub mod io;

@@ -93,9 +93,12 @@ impl LoraConfig {
 }
 
 impl Lora {
-    /// `scaling · dropout(x)·A·B`: add it to the base layer's output.
+    /// `scaling · dropout(x)·A·B`: add it to the base layer's output. Under
+    /// [`precision::autocast`] the input is cast to the compute type before
+    /// the dropout (which `A`'s product would do after it), so the dropout's
+    /// mask and output, kept for backward, take half the bytes.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let down = precision::linear(&self.lora_A, self.dropout.forward(x));
+        let down = precision::linear(&self.lora_A, self.dropout.forward(precision::to_compute(x)));
         precision::linear(&self.lora_B, down).mul_scalar(self.scaling)
     }
 

@@ -20,6 +20,15 @@
 //! Activations between two low-precision ops stay in the low type, which is
 //! where the memory saving comes from.
 //!
+//! What backward keeps differs from PyTorch in one place: [`linear`] keeps
+//! its input in the compute type and the fp32 weight itself, and casts the
+//! weight again during backward, where PyTorch's autocast (and a composition
+//! of Burn's `cast` and `matmul`) keeps a low-precision copy of every weight
+//! until backward — two bytes per weight, more than the activations of a
+//! network whose weights outweigh them. The values are the same: the same
+//! casts and products. A frozen weight (LoRA's base layers) keeps no input
+//! either, as its gradient is not computed.
+//!
 //! The policy is per thread with `std` (PyTorch's autocast state is per
 //! thread too) and process-wide without it. Outside [`autocast`] every helper
 //! is exactly the fp32 op.
@@ -62,6 +71,8 @@ use crate::Error;
 use alloc::vec::Vec;
 
 use crate::params::scale_grads;
+
+mod cast_matmul;
 
 /// The floating-point type compute runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -205,13 +216,17 @@ pub fn add<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
 }
 
 /// `Linear` in the compute type: input, weight and bias cast inside the graph.
+/// For backward it keeps the input in the compute type and the fp32 weight
+/// itself, not a low-precision copy of the weight: the product's backward
+/// casts the weight again (PyTorch's autocast keeps the copy, two bytes per
+/// weight).
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let p = current();
     if !p.is_reduced() {
         return layer.forward(to_f32(x));
     }
     let dt = p.dtype();
-    burn::tensor::module::linear(x.cast(dt), layer.weight.val().cast(dt), layer.bias.as_ref().map(|b| b.val().cast(dt)))
+    cast_matmul::linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), dt)
 }
 
 /// Matrix product in the compute type.

@@ -292,7 +292,8 @@ fn memory_budget_plans_or_explains_why_not() {
 }
 
 /// The backends `ember devices` reports as compiled into the binary under
-/// test (the test build has cpu and wgpu).
+/// test (the test build has cpu and wgpu, except with `--cfg
+/// ember_no_gpu_tests`).
 fn compiled_devices() -> Vec<String> {
     let (ok, out, err) = ember(&["devices", "--format", "json"]);
     assert!(ok, "{err}");
@@ -333,8 +334,10 @@ fn unknown_and_missing_devices_are_clear_errors() {
 /// The test build has the wgpu backend (a dev-dependency feature; `.ci/run`
 /// runs it on Mesa's lavapipe): `ember devices` finds the adapter, `embed`
 /// gives the CPU's embeddings, and the digits task trains on the GPU as it
-/// does on the CPU.
+/// does on the CPU. (Not in builds with `--cfg ember_no_gpu_tests`: the ARM
+/// builds of tools/cross.sh, which run without a GPU.)
 #[test]
+#[cfg(not(ember_no_gpu_tests))]
 fn embed_and_finetune_run_on_wgpu() {
     assert!(compiled_devices().contains(&"wgpu".to_string()), "the test build must have the wgpu backend");
     let (ok, out, err) = ember(&["devices"]);

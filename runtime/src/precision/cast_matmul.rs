@@ -1,0 +1,107 @@
+//! A matrix product in a reduced type whose backward pass keeps the fp32
+//! weight instead of its low-precision copy.
+//!
+//! Composed from Burn's ops, `cast(x) @ cast(w)` keeps both casts for
+//! backward: two bytes per weight on top of the fp32 master weight, which for
+//! a network whose weights outweigh its activations cancels what the low
+//! type saves (PyTorch's autocast keeps the same copies). This op keeps
+//! what the gradients need and nothing more:
+//!
+//! * for `dw = xᵀ·g`: the input in the compute type (half the bytes of an
+//!   fp32 activation), only when the weight is trainable;
+//! * for `dx = g·wᵀ`: a reference to the weight as it is (the fp32 master,
+//!   which exists anyway), only when the input needs a gradient; backward
+//!   casts it again.
+//!
+//! The arithmetic is that of the composition: the same casts, the same
+//! products in the compute type, gradients cast back to the types of `x` and
+//! `w` (as the cast's own backward does).
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::autodiff::Autodiff;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
+use burn::tensor::{FloatDType, Tensor};
+
+/// The operation, per backend.
+#[backend_extension(Autodiff, Flex, Cube: cfg(any(feature = "wgpu", feature = "cuda")))]
+pub trait CastMatmulOps: Backend {
+    /// `cast(x, dtype) @ cast(w, dtype)` for a 2-D `x` `[n, k]` and `w`
+    /// `[k, m]`; the result is in `dtype`.
+    fn cast_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        Self::float_matmul(Self::float_cast(x, dtype), Self::float_cast(w, dtype))
+    }
+}
+
+impl CastMatmulOps for burn::backend::Flex {}
+
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+impl CastMatmulOps for burn::backend::Cube {}
+
+/// What backward needs: the input in the compute type (for the weight's
+/// gradient), the weight as given (for the input's gradient), and the types
+/// the gradients go back to.
+type State<B> = (Option<FloatTensor<B>>, Option<FloatTensor<B>>, FloatDType, FloatDType, FloatDType);
+
+#[derive(Debug)]
+struct CastMatmulBackward;
+
+impl<B: Backend> Backward<B, 2> for CastMatmulBackward {
+    type State = State<B>;
+
+    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_x, node_w] = ops.parents;
+        let (x_low, w, x_dtype, w_dtype, dtype) = ops.state;
+        let grad = B::float_cast(grads.consume::<B>(&ops.node), dtype);
+        if let (Some(node), Some(x_low)) = (node_w, x_low) {
+            let dw = B::float_matmul(B::float_transpose(x_low), grad.clone());
+            grads.register::<B>(node.id, B::float_cast(dw, w_dtype));
+        }
+        if let (Some(node), Some(w)) = (node_x, w) {
+            let w_low = B::float_cast(w, dtype);
+            let dx = B::float_matmul(grad, B::float_transpose(w_low));
+            grads.register::<B>(node.id, B::float_cast(dx, x_dtype));
+        }
+    }
+}
+
+impl<B: CastMatmulOps, C: CheckpointStrategy> CastMatmulOps for Autodiff<B, C> {
+    fn cast_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        let (x_tracked, w_tracked) = (x.is_tracked(), w.is_tracked());
+        let x_dtype: FloatDType = x.primitive().dtype().into();
+        let w_dtype: FloatDType = w.primitive().dtype().into();
+        let prepared = CastMatmulBackward.prepare::<C>([x.node(), w.node()]).compute_bound().stateful();
+        let (x, w) = (x.into_primitive(), w.into_primitive());
+        match prepared {
+            OpsKind::Tracked(prep) => {
+                let x_low = B::float_cast(x, dtype);
+                let out = B::float_matmul(x_low.clone(), B::float_cast(w.clone(), dtype));
+                let state = (w_tracked.then_some(x_low), x_tracked.then_some(w), x_dtype, w_dtype, dtype);
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::cast_matmul(x, w, dtype)),
+        }
+    }
+}
+
+/// `cast(x, dtype) @ cast(w, dtype) + cast(b, dtype)` for `x` `[.., k]`, `w`
+/// `[k, m]` and `b` `[m]`, with the leading dimensions of `x` folded into one
+/// product as PyTorch's linear does; backward keeps the input in `dtype` and
+/// the weight as given (see the module documentation).
+pub(crate) fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tensor<1>>, dtype: FloatDType) -> Tensor<D> {
+    let dims = x.dims();
+    let k = dims[D - 1];
+    let m = w.dims()[1];
+    let rows = dims[..D - 1].iter().product::<usize>();
+    let x2: Tensor<2> = x.reshape([rows, k]);
+    let mut y: Tensor<2> = Tensor::from_dispatch(Dispatch::cast_matmul(x2.into_dispatch(), w.into_dispatch(), dtype));
+    if let Some(b) = b {
+        y = y + b.cast(dtype).unsqueeze();
+    }
+    let mut out = dims;
+    out[D - 1] = m;
+    y.reshape(out)
+}
