@@ -260,7 +260,9 @@ impl BertSelfAttention {
         // Scores in the compute type; mask and softmax in fp32 (autocast's lists).
         let scores = to_f32(matmul(q, k.swap_dims(2, 3))).div_scalar((dh as f64).sqrt()) + mask_bias;
         let probs = precision::softmax(scores, 3);
-        matmul(probs, v).swap_dims(1, 2).reshape([b, l, h])
+        // The softmax keeps its fp32 output for backward: the product reuses
+        // it instead of keeping a low-precision copy beside it.
+        precision::matmul_reusing_lhs(probs, v).swap_dims(1, 2).reshape([b, l, h])
     }
 }
 

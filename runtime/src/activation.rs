@@ -9,6 +9,9 @@
 //! fused kernel on the CPU backend and composes `x·½·(1 + erf(x/√2))` from
 //! differentiable ops elsewhere, so the gradient is erf's exact one.
 //!
+//! [`softmax`] is one differentiable op that keeps only its output for
+//! backward (Burn's decomposition keeps the exponentials and the sums).
+//!
 //! ```
 //! use burn::tensor::{Device, Tensor};
 //! use ember_runtime::activation::gelu;
@@ -19,6 +22,9 @@
 //! ```
 
 use burn::tensor::{Device, Tensor, activation};
+
+mod softmax;
+pub use softmax::softmax;
 
 /// GELU, `x·Φ(x)` with the exact normal CDF (PyTorch's default
 /// `approximate="none"`), with the exact gradient on every backend.

@@ -5,7 +5,8 @@
 //!
 //! * [`activation`]: GELU with its exact gradient on every backend (Burn's
 //!   GPU backends differentiate the tanh approximation), vectorised for
-//!   inference on the CPU.
+//!   inference on the CPU; softmax that keeps only its output for
+//!   backward.
 //! * [`checkpoint`] (std): atomic, verified checkpoints (model, optimizer,
 //!   training state), keep-last-N, resume from the newest valid one.
 //! * [`clip`]: global-norm gradient clipping with `torch.nn.utils.clip_grad_norm_`

@@ -238,6 +238,19 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     a.cast(p.dtype()).matmul(b.cast(p.dtype()))
 }
 
+/// [`matmul`] of two tensors with the same leading dimensions (no
+/// broadcasting), for an `a` that backward keeps anyway in its own type —
+/// the fp32 output of [`softmax`] before the product with the values in
+/// attention: backward casts `a` again instead of keeping a low-precision
+/// copy of it beside the original. Same values as [`matmul`].
+pub fn matmul_reusing_lhs<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    let p = current();
+    if !p.is_reduced() {
+        return to_f32(a).matmul(to_f32(b));
+    }
+    cast_matmul::matmul_keeping_lhs(a, b, p.dtype())
+}
+
 /// Casts every float parameter of a module copy to `dtype` inside the graph
 /// (gradients still reach the fp32 originals).
 struct CastParams(FloatDType);
@@ -283,9 +296,10 @@ pub fn layer_norm<const D: usize>(layer: &LayerNorm, x: Tensor<D>) -> Tensor<D> 
     layer.forward(to_f32(x))
 }
 
-/// Softmax in fp32.
+/// Softmax in fp32 ([`crate::activation::softmax`]: backward keeps only the
+/// output).
 pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
-    burn::tensor::activation::softmax(to_f32(x), dim)
+    crate::activation::softmax(to_f32(x), dim)
 }
 
 /// Log-softmax in fp32.

@@ -29,9 +29,12 @@ use burn::tensor::{FloatDType, Tensor};
 /// The operation, per backend.
 #[backend_extension(Autodiff, Flex, Cube: cfg(any(feature = "wgpu", feature = "cuda")))]
 pub trait CastMatmulOps: Backend {
-    /// `cast(x, dtype) @ cast(w, dtype)` for a 2-D `x` `[n, k]` and `w`
-    /// `[k, m]`; the result is in `dtype`.
-    fn cast_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+    /// `cast(x, dtype) @ cast(w, dtype)` for `x` `[.., n, k]` and `w`
+    /// `[.., k, m]` (the same leading dimensions); the result is in
+    /// `dtype`. For backward, `x` is kept in `dtype`, or as given when
+    /// `keep_x_as_given` (an input that something else keeps anyway).
+    fn cast_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, dtype: FloatDType, keep_x_as_given: bool) -> FloatTensor<Self> {
+        let _ = keep_x_as_given;
         Self::float_matmul(Self::float_cast(x, dtype), Self::float_cast(w, dtype))
     }
 }
@@ -41,9 +44,9 @@ impl CastMatmulOps for burn::backend::Flex {}
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 impl CastMatmulOps for burn::backend::Cube {}
 
-/// What backward needs: the input in the compute type (for the weight's
-/// gradient), the weight as given (for the input's gradient), and the types
-/// the gradients go back to.
+/// What backward needs: the input in the compute type or as given (for the
+/// weight's gradient), the weight as given (for the input's gradient), and
+/// the types the gradients go back to.
 type State<B> = (Option<FloatTensor<B>>, Option<FloatTensor<B>>, FloatDType, FloatDType, FloatDType);
 
 #[derive(Debug)]
@@ -54,9 +57,10 @@ impl<B: Backend> Backward<B, 2> for CastMatmulBackward {
 
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [node_x, node_w] = ops.parents;
-        let (x_low, w, x_dtype, w_dtype, dtype) = ops.state;
+        let (x_kept, w, x_dtype, w_dtype, dtype) = ops.state;
         let grad = B::float_cast(grads.consume::<B>(&ops.node), dtype);
-        if let (Some(node), Some(x_low)) = (node_w, x_low) {
+        if let (Some(node), Some(x_kept)) = (node_w, x_kept) {
+            let x_low = B::float_cast(x_kept, dtype);
             let dw = B::float_matmul(B::float_transpose(x_low), grad.clone());
             grads.register::<B>(node.id, B::float_cast(dw, w_dtype));
         }
@@ -69,7 +73,7 @@ impl<B: Backend> Backward<B, 2> for CastMatmulBackward {
 }
 
 impl<B: CastMatmulOps, C: CheckpointStrategy> CastMatmulOps for Autodiff<B, C> {
-    fn cast_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+    fn cast_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, dtype: FloatDType, keep_x_as_given: bool) -> FloatTensor<Self> {
         let (x_tracked, w_tracked) = (x.is_tracked(), w.is_tracked());
         let x_dtype: FloatDType = x.primitive().dtype().into();
         let w_dtype: FloatDType = w.primitive().dtype().into();
@@ -77,12 +81,14 @@ impl<B: CastMatmulOps, C: CheckpointStrategy> CastMatmulOps for Autodiff<B, C> {
         let (x, w) = (x.into_primitive(), w.into_primitive());
         match prepared {
             OpsKind::Tracked(prep) => {
+                let x_given = keep_x_as_given.then(|| x.clone());
                 let x_low = B::float_cast(x, dtype);
                 let out = B::float_matmul(x_low.clone(), B::float_cast(w.clone(), dtype));
-                let state = (w_tracked.then_some(x_low), x_tracked.then_some(w), x_dtype, w_dtype, dtype);
+                let x_kept = w_tracked.then(|| x_given.unwrap_or(x_low));
+                let state = (x_kept, x_tracked.then_some(w), x_dtype, w_dtype, dtype);
                 prep.finish(state, out)
             }
-            OpsKind::UnTracked(prep) => prep.finish(B::cast_matmul(x, w, dtype)),
+            OpsKind::UnTracked(prep) => prep.finish(B::cast_matmul(x, w, dtype, keep_x_as_given)),
         }
     }
 }
@@ -97,11 +103,19 @@ pub(crate) fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tenso
     let m = w.dims()[1];
     let rows = dims[..D - 1].iter().product::<usize>();
     let x2: Tensor<2> = x.reshape([rows, k]);
-    let mut y: Tensor<2> = Tensor::from_dispatch(Dispatch::cast_matmul(x2.into_dispatch(), w.into_dispatch(), dtype));
+    let mut y: Tensor<2> = Tensor::from_dispatch(Dispatch::cast_matmul(x2.into_dispatch(), w.into_dispatch(), dtype, false));
     if let Some(b) = b {
         y = y + b.cast(dtype).unsqueeze();
     }
     let mut out = dims;
     out[D - 1] = m;
     y.reshape(out)
+}
+
+/// `cast(a, dtype) @ cast(b, dtype)` for `a` `[.., n, k]` and `b` `[.., k,
+/// m]` with the same leading dimensions, keeping `a` as given for backward
+/// (and casting it again there): for an `a` that backward keeps anyway, such
+/// as a softmax output, no low-precision copy is kept beside it.
+pub(crate) fn matmul_keeping_lhs<const D: usize>(a: Tensor<D>, b: Tensor<D>, dtype: FloatDType) -> Tensor<D> {
+    Tensor::from_dispatch(Dispatch::cast_matmul(a.into_dispatch(), b.into_dispatch(), dtype, true))
 }
