@@ -8,7 +8,9 @@
 //! what the gradients need and nothing more:
 //!
 //! * for `dw = xᵀ·g`: the input in the compute type (half the bytes of an
-//!   fp32 activation), only when the weight is trainable;
+//!   fp32 activation), only when the weight is trainable — or the input as
+//!   given, cast again in backward, when something else keeps it anyway
+//!   (attention's softmax output, [`super::matmul_reusing_lhs`]);
 //! * for `dx = g·wᵀ`: a reference to the weight as it is (the fp32 master,
 //!   which exists anyway), only when the input needs a gradient; backward
 //!   casts it again.
