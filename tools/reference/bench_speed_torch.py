@@ -41,7 +41,11 @@ def main():
     ap.add_argument("--min-iters", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--quick", action="store_true", help="skip the residual network")
+    ap.add_argument("--only", default="", help="only the workloads whose name contains this")
     args = ap.parse_args()
+
+    def wants(name):
+        return args.only in name and not (args.quick and name == "residual")
     sentences = [line for line in sys.stdin.read().split("\n") if line]
 
     import torch
@@ -77,11 +81,13 @@ def main():
 
     for h in (64, 256, 1024):
         for b in (32, 512):
+            if not wants(f"mlp_h{h}_b{b}"):
+                continue
             net = nn.Sequential(nn.Linear(16, h), nn.ReLU(), nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 1))
             x, y = torch.randn(b, 16), torch.randn(b, 1)
             sec[f"mlp_h{h}_b{b}"] = train_step(net, lambda: F.mse_loss(net(x), y))
 
-    if not args.quick:
+    if wants("residual"):
         L, W, B = 32, 1024, 256
 
         class Block(nn.Module):
@@ -101,27 +107,29 @@ def main():
     from sentence_transformers import SentenceTransformer
     st = SentenceTransformer(args.model, device="cpu")
     with torch.inference_mode():
-        sec["encode_b1"] = timed(lambda: st.encode(sentences[:1], batch_size=1))
-        sec["encode_b32"] = timed(lambda: st.encode(sentences[:32], batch_size=32))
+        for n in (1, 32):
+            if wants(f"encode_b{n}"):
+                sec[f"encode_b{n}"] = timed(lambda: st.encode(sentences[:n], batch_size=n))
     del st
 
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModel
-    enc = AutoModel.from_pretrained(args.model)
-    enc = get_peft_model(enc, LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], lora_dropout=0.0))
-    head = nn.Linear(384, 8)
-    ids = torch.randint(1000, 29000, (16, 64))
-    mask = torch.ones(16, 64, dtype=torch.long)
-    labels = torch.arange(16) % 8
-    model = nn.ModuleDict({"enc": enc, "head": head})
-    model.train()
+    if wants("lora_step"):
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModel
+        enc = AutoModel.from_pretrained(args.model)
+        enc = get_peft_model(enc, LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], lora_dropout=0.0))
+        head = nn.Linear(384, 8)
+        ids = torch.randint(1000, 29000, (16, 64))
+        mask = torch.ones(16, 64, dtype=torch.long)
+        labels = torch.arange(16) % 8
+        model = nn.ModuleDict({"enc": enc, "head": head})
+        model.train()
 
-    def lora_loss():
-        hidden = enc(input_ids=ids, attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).float()
-        pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        return F.cross_entropy(head(pooled), labels)
-    sec["lora_step"] = train_step(model, lora_loss)
+        def lora_loss():
+            hidden = enc(input_ids=ids, attention_mask=mask).last_hidden_state
+            m = mask.unsqueeze(-1).float()
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return F.cross_entropy(head(pooled), labels)
+        sec["lora_step"] = train_step(model, lora_loss)
 
     best = 0.0
     with torch.inference_mode():

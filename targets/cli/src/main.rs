@@ -142,11 +142,19 @@ struct SuiteArgs {
     /// Skip the 32-block residual MLP (the slowest workload).
     #[arg(long)]
     quick: bool,
+    /// Only the workloads whose name contains this (`mlp`, `mlp_h1024`,
+    /// `residual`, `encode`, `lora_step`; the names of the JSON output).
+    #[arg(long)]
+    only: Option<String>,
 }
 
 impl SuiteArgs {
     fn timing(&self) -> speed::Timing {
         speed::Timing { warmup: self.warmup, min_iters: self.min_iters, seconds: self.seconds }
+    }
+
+    fn selection(&self) -> speed::Selection {
+        speed::Selection { quick: self.quick, only: self.only.clone() }
     }
 }
 
@@ -350,6 +358,9 @@ fn devices(format: Format) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Training steps free and allocate the same tensor sizes again: keep
+    // that memory in the heap instead of faulting in fresh pages each step.
+    ember_runtime::memory::reuse_freed_memory();
     let result = match cli.command {
         Command::Inspect { file, format } => inspect(&file, format),
         Command::Devices { format } => devices(format),
@@ -358,16 +369,16 @@ fn main() -> ExitCode {
             finetune::run(finetune::Options { flags: settings, config, resume, lr_find, quiet })
         }
         Command::Bench { workload: BenchWorkload::Speed { suite, torch_script, json } } => {
-            let timing = suite.timing();
-            finetune::default_model_dir(suite.model).and_then(|m| speed::speed(&m, timing, &torch_script, json.as_ref(), suite.quick))
+            let (timing, selection) = (suite.timing(), suite.selection());
+            finetune::default_model_dir(suite.model).and_then(|m| speed::speed(&m, timing, &torch_script, json.as_ref(), &selection))
         }
         Command::Bench { workload: BenchWorkload::Device { device, suite, json } } => {
-            let timing = suite.timing();
+            let (timing, selection) = (suite.timing(), suite.selection());
             device
                 .parse()
                 .map_err(|e: ember_runtime::Error| e.to_string())
                 .and_then(|backend| finetune::default_model_dir(suite.model).map(|m| (backend, m)))
-                .and_then(|(backend, m)| speed::devices(&m, backend, timing, suite.quick, json.as_ref()))
+                .and_then(|(backend, m)| speed::devices(&m, backend, timing, &selection, json.as_ref()))
         }
         Command::Bench { workload: BenchWorkload::Embed { model, iters, warmup, torch_script, json } } => {
             bench::embed(&model, iters, warmup, &torch_script, json.as_ref())

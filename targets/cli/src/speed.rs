@@ -40,6 +40,21 @@ pub struct Timing {
     pub seconds: f64,
 }
 
+/// Which workloads run.
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    /// Skip the 32-block residual MLP.
+    pub quick: bool,
+    /// Only the workloads whose name contains this.
+    pub only: Option<String>,
+}
+
+impl Selection {
+    fn wants(&self, name: &str) -> bool {
+        !(self.quick && name == "residual") && self.only.as_ref().is_none_or(|o| name.contains(o.as_str()))
+    }
+}
+
 /// One timed workload on the Ember side.
 struct Measured {
     /// Median seconds per call.
@@ -83,7 +98,7 @@ struct Row {
 
 /// Ember's side of the suite on `plain` (a device without autodiff):
 /// training steps run on `plain.autodiff()`, encoding on `plain`.
-fn workloads(model_dir: &Path, plain: &Device, timing: Timing, quick: bool) -> Result<Vec<Row>, String> {
+fn workloads(model_dir: &Path, plain: &Device, timing: Timing, selection: &Selection) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     let device = plain.clone().autodiff();
     device.seed(0);
@@ -91,6 +106,10 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, quick: bool) -> R
 
     for h in [64, 256, 1024] {
         for b in [32, 512] {
+            let name = format!("mlp_h{h}_b{b}");
+            if !selection.wants(&name) {
+                continue;
+            }
             let mut model = MlpConfig::new(vec![16, h, h, 1]).init(&device);
             let mut optimizer = ember_runtime::optim::adamw(0.01).init();
             let x = Tensor::<2>::random([b, 16], normal, &device);
@@ -104,7 +123,7 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, quick: bool) -> R
             let weights = 16 * h + h * h + h;
             eprintln!("mlp h={h} b={b}: {:.3} ms", ember.seconds * 1e3);
             rows.push(Row {
-                name: format!("mlp_h{h}_b{b}"),
+                name,
                 what: format!("MLP 16→{h}→{h}→1, batch {b}: training step"),
                 ember,
                 flops: Some(step_flops(weights, b))
@@ -112,7 +131,7 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, quick: bool) -> R
         }
     }
 
-    if !quick {
+    if selection.wants("residual") {
         let (w, blocks, b) = (1024, 32, 256);
         let mut model = ResidualMlpConfig::new(w, w, 1, blocks).with_batch_norm(false).init(&device);
         let mut optimizer = ember_runtime::optim::adamw(0.01).init();
@@ -134,7 +153,7 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, quick: bool) -> R
     }
 
     let encoder = SentenceEncoder::from_dir(model_dir, plain).map_err(|e| e.to_string())?;
-    for n in [1, 32] {
+    for n in [1, 32].into_iter().filter(|n| selection.wants(&format!("encode_b{n}"))) {
         let batch = &SENTENCES[..n];
         let mut failed = None;
         let ember = timed(timing, || {
@@ -149,7 +168,7 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, quick: bool) -> R
         rows.push(Row { name: format!("encode_b{n}"), what: format!("MiniLM encode, batch {n}"), ember, flops: None });
     }
 
-    {
+    if selection.wants("lora_step") {
         let encoder = SentenceEncoder::from_dir(model_dir, &device).map_err(|e| e.to_string())?;
         let lora = LoraConfig::new(8).with_alpha(16.0).with_target_modules(vec!["query".into(), "value".into()]);
         let bert = encoder.model().clone().with_lora(&lora, &device);
@@ -177,11 +196,11 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, quick: bool) -> R
 }
 
 /// Runs the suite; returns the table (and writes JSON to `json` if given).
-pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option<&PathBuf>, quick: bool) -> Result<String, String> {
+pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option<&PathBuf>, selection: &Selection) -> Result<String, String> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let cpu = Device::flex();
     let normal = Distribution::Normal(0.0, 1.0);
-    let rows = workloads(model_dir, &cpu, timing, quick)?;
+    let rows = workloads(model_dir, &cpu, timing, selection)?;
 
     // Burn flex's best f32 matmul rate, for comparison with PyTorch's BLAS.
     let mut flex_gflops = 0.0f64;
@@ -200,7 +219,8 @@ pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option
         .args(["--model", &model_dir.display().to_string(), "--threads", &threads.to_string()])
         .args(["--warmup", &timing.warmup.to_string(), "--min-iters", &timing.min_iters.to_string()])
         .args(["--seconds", &timing.seconds.to_string()])
-        .args(if quick { &["--quick"][..] } else { &[][..] })
+        .args(if selection.quick { &["--quick"][..] } else { &[][..] })
+        .args(selection.only.iter().flat_map(|o| ["--only", o.as_str()]))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -280,13 +300,13 @@ fn cpuinfo_field(name: &str) -> String {
 
 /// `ember bench device`: the same Ember workloads on the CPU backend and on
 /// `backend`, in one run; ratio = CPU time / device time.
-pub fn devices(model_dir: &Path, backend: ember_runtime::device::Backend, timing: Timing, quick: bool, json: Option<&PathBuf>) -> Result<String, String> {
+pub fn devices(model_dir: &Path, backend: ember_runtime::device::Backend, timing: Timing, selection: &Selection, json: Option<&PathBuf>) -> Result<String, String> {
     let gpu = ember_runtime::device::init(backend).map_err(|e| e.to_string())?;
     let adapter = ember_runtime::device::description(backend).unwrap_or_else(|| format!("{gpu:?}"));
     eprintln!("on {backend} ({adapter}):");
-    let on_device = workloads(model_dir, &gpu, timing, quick)?;
+    let on_device = workloads(model_dir, &gpu, timing, selection)?;
     eprintln!("on the CPU backend:");
-    let on_cpu = workloads(model_dir, &Device::flex(), timing, quick)?;
+    let on_cpu = workloads(model_dir, &Device::flex(), timing, selection)?;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut table = format!(
         "device: {backend} ({adapter}) against the CPU backend ({threads} threads, {}); median per call;\n\
