@@ -104,13 +104,14 @@ def main():
         sec["residual"] = train_step(res, lambda: F.mse_loss(res(x), y))
         del res
 
-    from sentence_transformers import SentenceTransformer
-    st = SentenceTransformer(args.model, device="cpu")
-    with torch.inference_mode():
-        for n in (1, 32):
-            if wants(f"encode_b{n}"):
+    encodes = [n for n in (1, 32) if wants(f"encode_b{n}")]
+    if encodes:
+        from sentence_transformers import SentenceTransformer
+        st = SentenceTransformer(args.model, device="cpu")
+        with torch.inference_mode():
+            for n in encodes:
                 sec[f"encode_b{n}"] = timed(lambda: st.encode(sentences[:n], batch_size=n))
-    del st
+        del st
 
     if wants("lora_step"):
         from peft import LoraConfig, get_peft_model

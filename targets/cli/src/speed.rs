@@ -152,20 +152,24 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, selection: &Selec
         });
     }
 
-    let encoder = SentenceEncoder::from_dir(model_dir, plain).map_err(|e| e.to_string())?;
-    for n in [1, 32].into_iter().filter(|n| selection.wants(&format!("encode_b{n}"))) {
-        let batch = &SENTENCES[..n];
-        let mut failed = None;
-        let ember = timed(timing, || {
-            if let Err(e) = encoder.encode(batch, n) {
-                failed = Some(e.to_string());
+    // The encoder is loaded only when an encode workload is selected.
+    let encodes: Vec<usize> = [1, 32].into_iter().filter(|n| selection.wants(&format!("encode_b{n}"))).collect();
+    if !encodes.is_empty() {
+        let encoder = SentenceEncoder::from_dir(model_dir, plain).map_err(|e| e.to_string())?;
+        for n in encodes {
+            let batch = &SENTENCES[..n];
+            let mut failed = None;
+            let ember = timed(timing, || {
+                if let Err(e) = encoder.encode(batch, n) {
+                    failed = Some(e.to_string());
+                }
+            });
+            if let Some(e) = failed {
+                return Err(e);
             }
-        });
-        if let Some(e) = failed {
-            return Err(e);
+            eprintln!("encode b={n}: {:.2} ms", ember.seconds * 1e3);
+            rows.push(Row { name: format!("encode_b{n}"), what: format!("MiniLM encode, batch {n}"), ember, flops: None });
         }
-        eprintln!("encode b={n}: {:.2} ms", ember.seconds * 1e3);
-        rows.push(Row { name: format!("encode_b{n}"), what: format!("MiniLM encode, batch {n}"), ember, flops: None });
     }
 
     if selection.wants("lora_step") {
@@ -201,6 +205,9 @@ pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option
     let cpu = Device::flex();
     let normal = Distribution::Normal(0.0, 1.0);
     let rows = workloads(model_dir, &cpu, timing, selection)?;
+    if let (true, Some(only)) = (rows.is_empty(), &selection.only) {
+        return Err(format!("--only {only}: no workload's name contains it (mlp_h64_b32 … mlp_h1024_b512, residual, encode_b1, encode_b32, lora_step)"));
+    }
 
     // Burn flex's best f32 matmul rate, for comparison with PyTorch's BLAS.
     let mut flex_gflops = 0.0f64;
