@@ -10,7 +10,13 @@
 #   thumbv7em  ember-runtime + ember-mcu + the no_std canary for a bare-metal
 #              Cortex-M4F (tools/nostd-check.sh)
 #
-# Usage: tools/cross.sh [aarch64|armv7|thumbv7em|all]   (default: all)
+# Usage: tools/cross.sh [aarch64|armv7|thumbv7em|all] [install|build|run]
+#
+# The target defaults to all. The optional second argument runs one phase of
+# the aarch64 part (without it, all three in order): `install` the packages,
+# `build` the CLI and the test binaries, `run` the tests and the fine-tune
+# under QEMU. .ci/run installs first, builds in the background while its
+# other steps run, and runs the tests at the end.
 #
 # rustup cannot add targets without a network, so this uses Debian's
 # rustc-web / cargo-web / rust-web-src (Rust 1.96 with the standard library's
@@ -22,7 +28,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 what=${1:-all}
-case "$what" in aarch64|armv7|thumbv7em|all) ;; *) echo "usage: $0 [aarch64|armv7|thumbv7em|all]" >&2; exit 2 ;; esac
+phase=${2:-all}
+usage() { echo "usage: $0 [aarch64|armv7|thumbv7em|all] [install|build|run]" >&2; exit 2; }
+case "$what" in aarch64|armv7|thumbv7em|all) ;; *) usage ;; esac
+case "$phase" in install|build|run|all) ;; *) usage ;; esac
+if [ "$phase" != all ] && [ "$what" != aarch64 ]; then usage; fi
 
 need() {
     local missing=()
@@ -42,9 +52,7 @@ xcargo() {
 }
 
 if [ "$what" = aarch64 ] || [ "$what" = all ]; then
-    need rustc-web cargo-web rust-web-src gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
     T=aarch64-unknown-linux-gnu
-    echo "cross: $(/usr/bin/rustc --version), target $T"
     # The test binaries and the CLI come from invocations with the same
     # packages, so Cargo resolves the same features and Burn is compiled
     # once (the CLI is built as the binary of ember-cli's integration test).
@@ -54,18 +62,26 @@ if [ "$what" = aarch64 ] || [ "$what" = all ]; then
     # No GPU under QEMU: `--cfg ember_no_gpu_tests` leaves the wgpu backend
     # (a dev-dependency of the host test build) and its tests out.
     export RUSTFLAGS="${RUSTFLAGS:-} --cfg ember_no_gpu_tests"
-    xcargo test --locked --release --target $T "${pkgs[@]}" --no-run --lib --test parity --test trainer --test cli
-    # survives_sigkill_during_writes re-executes its own test binary, which
-    # user-mode QEMU can only do where binfmt_misc is registered (not in
-    # containers); it runs natively in `cargo test`. ember-cli's tests spawn
-    # the CLI for the same reason and run natively too.
-    xcargo test --locked --release --target $T "${pkgs[@]}" --lib --test parity --test trainer \
-        -- --skip survives_sigkill_during_writes
-    exe=target/cross/$T/release/ember
-    file "$exe" | sed 's/^/cross: /'
-    out=$(mktemp -d)
-    qemu-aarch64-static -L /usr/aarch64-linux-gnu "$exe" finetune --task digits --quiet --out "$out" | tee "$out/summary.txt"
-    rm -rf "$out"
+    if [ "$phase" = install ] || [ "$phase" = all ]; then
+        need rustc-web cargo-web rust-web-src gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user-static
+    fi
+    if [ "$phase" = build ] || [ "$phase" = all ]; then
+        echo "cross: $(/usr/bin/rustc --version), target $T"
+        xcargo test --locked --release --target $T "${pkgs[@]}" --no-run --lib --test parity --test trainer --test cli
+    fi
+    if [ "$phase" = run ] || [ "$phase" = all ]; then
+        # survives_sigkill_during_writes re-executes its own test binary, which
+        # user-mode QEMU can only do where binfmt_misc is registered (not in
+        # containers); it runs natively in `cargo test`. ember-cli's tests spawn
+        # the CLI for the same reason and run natively too.
+        xcargo test --locked --release --target $T "${pkgs[@]}" --lib --test parity --test trainer \
+            -- --skip survives_sigkill_during_writes
+        exe=target/cross/$T/release/ember
+        file "$exe" | sed 's/^/cross: /'
+        out=$(mktemp -d)
+        qemu-aarch64-static -L /usr/aarch64-linux-gnu "$exe" finetune --task digits --quiet --out "$out" | tee "$out/summary.txt"
+        rm -rf "$out"
+    fi
 fi
 
 if [ "$what" = armv7 ] || [ "$what" = all ]; then
@@ -81,4 +97,4 @@ fi
 if [ "$what" = thumbv7em ] || [ "$what" = all ]; then
     ./tools/nostd-check.sh
 fi
-echo "cross: ok ($what)"
+echo "cross: ok ($what${2:+, $phase})"

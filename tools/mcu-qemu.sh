@@ -10,7 +10,7 @@
 # cargo-web, rust-web-src: core and alloc are built from source with
 # -Zbuild-std, since rustup cannot add targets offline) and lld-22 for
 # rust-lld. With rustup: `rustup target add thumbv7em-none-eabihf` and
-# `cargo build --release -p ember-mcu-qemu --target thumbv7em-none-eabihf`.
+# `cargo build --profile firmware -p ember-mcu-qemu --target thumbv7em-none-eabihf`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,10 +27,10 @@ fi
 
 echo "mcu-qemu: $(/usr/bin/rustc --version), $(qemu-system-arm --version | head -n1)"
 RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/nostd \
-    /usr/bin/cargo build --locked --release -p ember-mcu -p ember-canary -p ember-mcu-qemu \
+    /usr/bin/cargo build --locked --profile firmware -p ember-mcu -p ember-canary -p ember-mcu-qemu \
     --target "$TARGET" -Zbuild-std=core,alloc
 
-elf=target/nostd/$TARGET/release/ember-mcu-qemu
+elf=target/nostd/$TARGET/firmware/ember-mcu-qemu
 echo "mcu-qemu: running $elf ($(stat -c %s "$elf") bytes) on mps2-an386, timeout ${QEMU_TIMEOUT}s"
 start=$(date +%s)
 set +e

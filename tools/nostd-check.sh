@@ -10,7 +10,8 @@
 # cargo-web / rust-web-src (Rust 1.96 with the standard library's source) and
 # builds core and alloc from source with -Zbuild-std. With a normal rustup
 # setup, `rustup target add thumbv7em-none-eabihf` and
-# `cargo build -p ember-canary --target thumbv7em-none-eabihf` do the same.
+# `cargo build --profile firmware -p ember-canary --target thumbv7em-none-eabihf`
+# do the same (the `firmware` profile: release at opt-level s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,9 +27,9 @@ fi
 
 echo "nostd-check: $(/usr/bin/rustc --version), target $TARGET"
 RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/nostd \
-    /usr/bin/cargo build --locked --release -p ember-mcu -p ember-canary -p ember-mcu-qemu \
+    /usr/bin/cargo build --locked --profile firmware -p ember-mcu -p ember-canary -p ember-mcu-qemu \
     --target "$TARGET" -Zbuild-std=core,alloc
 
-bin=target/nostd/$TARGET/release/ember-canary
+bin=target/nostd/$TARGET/firmware/ember-canary
 size=$(stat -c %s "$bin")
 echo "nostd-check: ok, $bin ($size bytes) links ember-runtime, ember-mcu, burn-flex, autodiff and optimizers without std"

@@ -18,6 +18,11 @@ Prints one JSON object with, per workload, the median time of one call
   random token ids, cross-entropy, AdamW.
 * ``gemm``: the best f32 ``torch.mm`` rate over square sizes 256..2048
   (GFLOP/s), the machine's reachable peak through PyTorch's BLAS.
+* ``gemm_shapes``: the f32 ``torch.mm`` rate (GFLOP/s) of the matrix
+  products inside the workloads (``GEMM_SHAPES``: the h = 1024, batch 512
+  step's forward product, input gradient and weight gradient with their
+  transposed operands; MiniLM's projection and feed-forward products at 16 x
+  64 tokens), on one thread and on ``threads``.
 
 Timing: ``warmup`` untimed calls, then calls until both ``min_iters`` calls
 and ``seconds`` of time are reached (at most 1000); the median is reported.
@@ -33,6 +38,17 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+# (name, m, k, n, lhs transposed, rhs transposed); the same list as
+# GEMM_SHAPES in targets/cli/src/speed.rs.
+GEMM_SHAPES = [
+    ("mlp_forward", 512, 1024, 1024, False, False),
+    ("mlp_input_grad", 512, 1024, 1024, False, True),
+    ("mlp_weight_grad", 1024, 512, 1024, True, False),
+    ("minilm_projection", 1024, 384, 384, False, False),
+    ("minilm_ffn", 1024, 384, 1536, False, False),
+]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -42,6 +58,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=1.0)
     ap.add_argument("--quick", action="store_true", help="skip the residual network")
     ap.add_argument("--only", default="", help="only the workloads whose name contains this")
+    ap.add_argument("--gemm-shapes", action="store_true", help="also time the workloads' matrix products")
     args = ap.parse_args()
 
     def wants(name):
@@ -139,6 +156,19 @@ def main():
             t = timed(lambda: torch.mm(a, b))
             best = max(best, 2 * n**3 / t / 1e9)
     out["gemm_gflops"] = best
+
+    if args.gemm_shapes:
+        shapes = out["gemm_shapes"] = {}
+        with torch.inference_mode():
+            for name, m, k, n, ta, tb in GEMM_SHAPES:
+                a = torch.randn(k, m).t() if ta else torch.randn(m, k)
+                b = torch.randn(n, k).t() if tb else torch.randn(k, n)
+                rates = {}
+                for threads in sorted({1, args.threads}):
+                    torch.set_num_threads(threads)
+                    rates[str(threads)] = 2 * m * k * n / timed(lambda: torch.mm(a, b)) / 1e9
+                torch.set_num_threads(args.threads)
+                shapes[name] = rates
     print(json.dumps(out))
 
 

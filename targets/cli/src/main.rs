@@ -143,7 +143,9 @@ struct SuiteArgs {
     #[arg(long)]
     quick: bool,
     /// Only the workloads whose name contains this (`mlp`, `mlp_h1024`,
-    /// `residual`, `encode`, `lora_step`; the names of the JSON output).
+    /// `residual`, `encode`, `lora_step`, `gemm_shapes`: the workloads'
+    /// matrix products alone, on one thread and on all; the names of the
+    /// JSON output).
     #[arg(long)]
     only: Option<String>,
 }

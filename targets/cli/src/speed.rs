@@ -10,6 +10,9 @@
 //! on square sizes 256–2048) so training steps are also expressed as a
 //! fraction of the machine's reachable peak. Each Ember step's allocations
 //! (count and bytes) are reported from the counting global allocator.
+//! `gemm_shapes` times the matrix products inside those steps alone, on one
+//! thread and on all, to tell the GEMM kernel's share of a gap from the
+//! rest of the step.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -86,6 +89,40 @@ fn timed(t: Timing, mut f: impl FnMut()) -> Measured {
 /// multiply-add forward, twice that backward (input and weight gradients).
 fn step_flops(weights: usize, batch: usize) -> f64 {
     6.0 * weights as f64 * batch as f64
+}
+
+/// The matrix products inside the workloads, timed alone on both sides
+/// (`gemm_shapes`): name, m, k, n, and whether the left and right operands
+/// are transposed views (as autodiff passes them for the gradients). The
+/// same list as `GEMM_SHAPES` in `tools/reference/bench_speed_torch.py`.
+const GEMM_SHAPES: [(&str, usize, usize, usize, bool, bool); 5] = [
+    ("mlp_forward", 512, 1024, 1024, false, false),
+    ("mlp_input_grad", 512, 1024, 1024, false, true),
+    ("mlp_weight_grad", 1024, 512, 1024, true, false),
+    ("minilm_projection", 1024, 384, 384, false, false),
+    ("minilm_ffn", 1024, 384, 1536, false, false),
+];
+
+/// Burn flex's f32 rate (GFLOP/s) for each of [`GEMM_SHAPES`], on one
+/// thread and on the whole pool.
+fn gemm_shapes(cpu: &Device, timing: Timing) -> Vec<(f64, f64)> {
+    let normal = Distribution::Normal(0.0, 1.0);
+    GEMM_SHAPES
+        .iter()
+        .map(|&(_, m, k, n, ta, tb)| {
+            let a = if ta { Tensor::<2>::random([k, m], normal, cpu).transpose() } else { Tensor::<2>::random([m, k], normal, cpu) };
+            let b = if tb { Tensor::<2>::random([n, k], normal, cpu).transpose() } else { Tensor::<2>::random([k, n], normal, cpu) };
+            let rate = || {
+                let t = timed(timing, || {
+                    let c = a.clone().matmul(b.clone());
+                    let _ = c.slice([0..1, 0..1]).into_scalar::<f32>();
+                });
+                2.0 * (m * k * n) as f64 / t.seconds / 1e9
+            };
+            // A work measure of 0 below a threshold of 1: one thread.
+            (ember_runtime::threads::serial_below(0, 1, rate), rate())
+        })
+        .collect()
 }
 
 struct Row {
@@ -205,8 +242,11 @@ pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option
     let cpu = Device::flex();
     let normal = Distribution::Normal(0.0, 1.0);
     let rows = workloads(model_dir, &cpu, timing, selection)?;
-    if let (true, Some(only)) = (rows.is_empty(), &selection.only) {
-        return Err(format!("--only {only}: no workload's name contains it (mlp_h64_b32 … mlp_h1024_b512, residual, encode_b1, encode_b32, lora_step)"));
+    let shapes = selection.wants("gemm_shapes").then(|| gemm_shapes(&cpu, timing));
+    if let (true, None, Some(only)) = (rows.is_empty(), &shapes, &selection.only) {
+        return Err(format!(
+            "--only {only}: no workload's name contains it (mlp_h64_b32 … mlp_h1024_b512, residual, encode_b1, encode_b32, lora_step, gemm_shapes)"
+        ));
     }
 
     // Burn flex's best f32 matmul rate, for comparison with PyTorch's BLAS.
@@ -228,6 +268,7 @@ pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option
         .args(["--seconds", &timing.seconds.to_string()])
         .args(if selection.quick { &["--quick"][..] } else { &[][..] })
         .args(selection.only.iter().flat_map(|o| ["--only", o.as_str()]))
+        .args(if shapes.is_some() { &["--gemm-shapes"][..] } else { &[][..] })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -247,11 +288,15 @@ pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option
 
     let mut table = format!(
         "speed: {threads} threads; median per call; ratio = PyTorch time / Ember time (above 1: Ember is faster)\n\
-         peak-GEMM probe (best f32 square matmul, 256–2048): PyTorch {peak:.1} GFLOP/s, Burn flex {flex_gflops:.1} GFLOP/s ({:.0} % of PyTorch's)\n\n\
-         | workload | Ember (ms) | PyTorch (ms) | speed ratio | Ember GFLOP/s (% of peak) | Ember allocations/step (MiB) |\n\
-         |---|---:|---:|---:|---:|---:|\n",
+         peak-GEMM probe (best f32 square matmul, 256–2048): PyTorch {peak:.1} GFLOP/s, Burn flex {flex_gflops:.1} GFLOP/s ({:.0} % of PyTorch's)\n",
         100.0 * flex_gflops / peak
     );
+    if !rows.is_empty() {
+        table.push_str(
+            "\n| workload | Ember (ms) | PyTorch (ms) | speed ratio | Ember GFLOP/s (% of peak) | Ember allocations/step (MiB) |\n\
+             |---|---:|---:|---:|---:|---:|\n",
+        );
+    }
     let mut json_rows = Vec::new();
     for r in &rows {
         let t = torch["seconds"][&r.name].as_f64().unwrap_or(f64::NAN);
@@ -273,10 +318,33 @@ pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option
             "ember_gflops": rate, "allocations_per_call": r.ember.allocations, "allocated_bytes_per_call": r.ember.allocated_bytes,
         }));
     }
+    let mut json_shapes = Vec::new();
+    if let Some(shapes) = &shapes {
+        table.push_str(&format!(
+            "\nThe workloads' matrix products alone (f32 GFLOP/s; ᵀ: a transposed view):\n\n\
+             | product | m×k×n | flex, 1 thread | PyTorch, 1 thread | flex, {threads} threads | PyTorch, {threads} threads | flex / PyTorch, {threads} threads |\n\
+             |---|---|---:|---:|---:|---:|---:|\n"
+        ));
+        for (&(name, m, k, n, ta, tb), &(flex1, flex_n)) in GEMM_SHAPES.iter().zip(shapes) {
+            let torch1 = torch["gemm_shapes"][name]["1"].as_f64().unwrap_or(f64::NAN);
+            let torch_n = torch["gemm_shapes"][name][threads.to_string()].as_f64().unwrap_or(f64::NAN);
+            let op = format!("{}·{}", if ta { "Aᵀ" } else { "A" }, if tb { "Bᵀ" } else { "B" });
+            table.push_str(&format!(
+                "| {name} ({op}) | {m}×{k}×{n} | {flex1:.1} | {torch1:.1} | {flex_n:.1} | {torch_n:.1} | {:.0} % |\n",
+                100.0 * flex_n / torch_n
+            ));
+            json_shapes.push(serde_json::json!({
+                "product": name, "m": m, "k": k, "n": n, "lhs_transposed": ta, "rhs_transposed": tb,
+                "flex_gflops_1_thread": flex1, "pytorch_gflops_1_thread": torch1,
+                "flex_gflops": flex_n, "pytorch_gflops": torch_n,
+            }));
+        }
+    }
     if let Some(path) = json {
         let doc = serde_json::json!({
             "workload": "speed", "threads": threads, "cpu": cpu_model(), "cpu_flags": cpu_flags(),
             "pytorch": torch["system"], "peak_gemm_gflops_pytorch": peak, "peak_gemm_gflops_flex": flex_gflops, "rows": json_rows,
+            "gemm_shapes": json_shapes,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))?;
     }
