@@ -267,18 +267,45 @@ fn f16_autocast_computes_in_f16_on_the_gpu() {
 /// GELU's gradient on the GPU is the exact one (Burn 0.22.1's generic
 /// `gelu_backward`, which the GPU backends use, differentiates the tanh
 /// approximation instead: off by up to 3e-3 here; `ember_runtime::activation`).
+///
+/// Both sides approximate erf, so the bound per element comes from their
+/// documented errors, not from a relative tolerance (GELU of a negative `x`
+/// is nearly 0, but erf's absolute error still moves it by up to ½·|x|·err):
+/// the CPU's rational erf keeps GELU within 4e-7·max(|x|, 1) of the exact
+/// value and its derivative within 4e-7 (the unit tests of
+/// `activation::gelu`); the GPU's polynomial erf (1.5e-7) moves GELU by up
+/// to 0.75e-7·|x| and the derivative by 0.75e-7, plus f32 rounding of the
+/// few operations around it. Inputs are fixed (evenly spaced over [−8, 8]),
+/// not drawn from the device's generator, which tests running in parallel
+/// share.
 #[test]
 fn gelu_gradient_is_exact_on_the_gpu() {
     use ember::runtime::activation::gelu;
     let (c, g) = (cpu().autodiff(), gpu().autodiff());
-    c.seed(1);
-    let x = Tensor::<2>::random([64, 384], Distribution::Normal(0.0, 2.0), &c);
-    let w = Tensor::<2>::random([64, 384], Distribution::Normal(0.0, 1.0), &c);
+    let n = 64 * 384;
+    let xs: Vec<f32> = (0..n).map(|i| -8.0 + 16.0 * i as f32 / (n - 1) as f32).collect();
+    // Weights in [−1, 1) from a multiplicative hash of the index.
+    let ws: Vec<f32> = (0..n as u64).map(|i| ((i.wrapping_mul(2_654_435_761) % 2000) as f32 / 1000.0) - 1.0).collect();
+    let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [64, 384]), &c);
+    let w = Tensor::<2>::from_data(TensorData::new(ws.clone(), [64, 384]), &c);
     let (xc, xg) = (x.clone().require_grad(), x.to_device(&g).require_grad());
     let (yc, yg) = (gelu(xc.clone()), gelu(xg.clone()));
     let gc = (yc.clone() * w.clone()).sum().backward();
     let gg = (yg.clone() * w.to_device(&g)).sum().backward();
-    // erf on the GPU is a polynomial with 1.5e-7 absolute error.
-    assert_matches_cpu("gelu", &values(yg), &values(yc), GPU_VS_CPU);
-    assert_matches_cpu("gelu gradient", &values(xg.grad(&gg).unwrap()), &values(xc.grad(&gc).unwrap()), GPU_VS_CPU);
+    let check = |what: &str, gpu: &[f64], cpu: &[f64], bound: &dyn Fn(usize) -> f64| {
+        let worst = (0..n).map(|i| (i, (gpu[i] - cpu[i]).abs() / bound(i))).fold((0, 0.0f64), |w, x| if x.1.is_nan() || x.1 > w.1 { x } else { w });
+        let i = worst.0;
+        assert!(
+            worst.1 <= 1.0,
+            "{what}: at x = {}, {} on the GPU and {} on the CPU ({:.1}× over the bound {:e})",
+            xs[i],
+            gpu[i],
+            cpu[i],
+            worst.1,
+            bound(i)
+        );
+    };
+    check("gelu", &values(yg), &values(yc), &|i| 1e-7 + 5e-7 * (xs[i].abs() as f64).max(1.0));
+    let (grad_g, grad_c) = (values(xg.grad(&gg).unwrap()), values(xc.grad(&gc).unwrap()));
+    check("gelu gradient", &grad_g, &grad_c, &|i| 1e-7 + 1e-6 * ws[i].abs() as f64);
 }

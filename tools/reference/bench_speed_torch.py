@@ -15,7 +15,8 @@ Prints one JSON object with, per workload, the median time of one call
   sentences on stdin (the first one, all 32), tokenization included.
 * ``lora_step``: one training step of all-MiniLM-L6-v2 with peft LoRA (r=8,
   alpha=16, query/value) and a linear head over mean pooling, batch 16 of 64
-  random token ids, cross-entropy, AdamW.
+  random token ids, cross-entropy, AdamW; dropout off, as Ember's BERT has
+  none.
 * ``gemm``: the best f32 ``torch.mm`` rate over square sizes 256..2048
   (GFLOP/s), the machine's reachable peak through PyTorch's BLAS.
 * ``gemm_shapes``: the f32 ``torch.mm`` rate (GFLOP/s) of the matrix
@@ -133,7 +134,9 @@ def main():
     if wants("lora_step"):
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModel
-        enc = AutoModel.from_pretrained(args.model)
+        # Ember's BERT has no dropout layers: without dropout (and no LoRA
+        # dropout) both sides compute the same step.
+        enc = AutoModel.from_pretrained(args.model, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         enc = get_peft_model(enc, LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], lora_dropout=0.0))
         head = nn.Linear(384, 8)
         ids = torch.randint(1000, 29000, (16, 64))
