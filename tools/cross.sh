@@ -15,8 +15,8 @@
 # The target defaults to all. The optional second argument runs one phase of
 # the aarch64 part (without it, all three in order): `install` the packages,
 # `build` the CLI and the test binaries, `run` the tests and the fine-tune
-# under QEMU. .ci/run installs first, builds in the background while its
-# other steps run, and runs the tests at the end.
+# under QEMU (e.g. to build in the background, at low priority, while
+# something else runs, and test later).
 #
 # rustup cannot add targets without a network, so this uses Debian's
 # rustc-web / cargo-web / rust-web-src (Rust 1.96 with the standard library's
