@@ -103,6 +103,16 @@ const GEMM_SHAPES: [(&str, usize, usize, usize, bool, bool); 5] = [
     ("minilm_ffn", 1024, 384, 1536, false, false),
 ];
 
+/// Burn flex's rate (GFLOP/s) for `a · b` (`[m, k] · [k, n]`).
+fn matmul_gflops(a: &Tensor<2>, b: &Tensor<2>, timing: Timing) -> f64 {
+    let ([m, k], n) = (a.dims(), b.dims()[1]);
+    let t = timed(timing, || {
+        let c = a.clone().matmul(b.clone());
+        let _ = c.slice([0..1, 0..1]).into_scalar::<f32>();
+    });
+    2.0 * (m * k * n) as f64 / t.seconds / 1e9
+}
+
 /// Burn flex's f32 rate (GFLOP/s) for each of [`GEMM_SHAPES`], on one
 /// thread and on the whole pool.
 fn gemm_shapes(cpu: &Device, timing: Timing) -> Vec<(f64, f64)> {
@@ -112,13 +122,7 @@ fn gemm_shapes(cpu: &Device, timing: Timing) -> Vec<(f64, f64)> {
         .map(|&(_, m, k, n, ta, tb)| {
             let a = if ta { Tensor::<2>::random([k, m], normal, cpu).transpose() } else { Tensor::<2>::random([m, k], normal, cpu) };
             let b = if tb { Tensor::<2>::random([n, k], normal, cpu).transpose() } else { Tensor::<2>::random([k, n], normal, cpu) };
-            let rate = || {
-                let t = timed(timing, || {
-                    let c = a.clone().matmul(b.clone());
-                    let _ = c.slice([0..1, 0..1]).into_scalar::<f32>();
-                });
-                2.0 * (m * k * n) as f64 / t.seconds / 1e9
-            };
+            let rate = || matmul_gflops(&a, &b, timing);
             // A work measure of 0 below a threshold of 1: one thread.
             (ember_runtime::threads::serial_below(0, 1, rate), rate())
         })
@@ -254,11 +258,7 @@ pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option
     for n in [256, 512, 1024, 2048] {
         let a = Tensor::<2>::random([n, n], normal, &cpu);
         let b = Tensor::<2>::random([n, n], normal, &cpu);
-        let m = timed(timing, || {
-            let c = a.clone().matmul(b.clone());
-            let _ = c.slice([0..1, 0..1]).into_scalar::<f32>();
-        });
-        flex_gflops = flex_gflops.max(2.0 * (n as f64).powi(3) / m.seconds / 1e9);
+        flex_gflops = flex_gflops.max(matmul_gflops(&a, &b, timing));
     }
 
     let mut child = Command::new("python3")
