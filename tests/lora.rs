@@ -119,3 +119,31 @@ fn adapter_dir_without_config_is_a_clear_error() {
     std::fs::remove_dir_all(&dir).ok();
     assert!(err.contains("adapter_config.json") && err.contains("not found"), "{err}");
 }
+
+#[test]
+fn base_weights_stay_frozen_across_optimizer_steps() {
+    use ember::burn::optim::GradientsParams;
+    use ember::runtime::params::parameters;
+    use ember::runtime::peft::LoraConfig;
+    let device = Device::flex().autodiff();
+    let model = ember::models::bert::BertConfig::new(50, 16, 2, 2, 32).init(&device);
+    let config = LoraConfig::new(4).with_alpha(8.0).with_target_modules(vec!["query".into(), "value".into()]);
+    let mut model = ember::runtime::params::materialize(model.with_lora(&config, &device));
+    let base_before = model.encoder.layer[0].attention.self_attn.query.weight.val().into_data();
+    let mut optimizer = ember::runtime::optim::adamw(0.01).init();
+    let ids = Tensor::<2, Int>::from_data(TensorData::new((0..12i64).map(|i| i % 50).collect::<Vec<_>>(), [2, 6]), &device);
+    let mask = Tensor::<2>::ones([2, 6], &device);
+    for step in 0..3 {
+        let loss = model.forward(ids.clone(), mask.clone()).powi_scalar(2).sum();
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let with_grad: Vec<String> =
+            parameters(&model, Some(&grads)).into_iter().filter(|p| p.grad.is_some()).map(|p| p.path).collect();
+        assert_eq!(with_grad.len(), 2 * 2 * 2, "step {step}: {with_grad:?}");
+        assert!(with_grad.iter().all(|p| p.contains("_lora.lora_")), "step {step}: {with_grad:?}");
+        model = optimizer.step(1e-2, model, grads);
+    }
+    let base_after = model.encoder.layer[0].attention.self_attn.query.weight.val().into_data();
+    assert_eq!(base_before, base_after, "AdamW's weight decay must not touch a frozen weight");
+    let lora_b = model.encoder.layer[0].attention.self_attn.query_lora.as_ref().unwrap().lora_B.weight.val();
+    assert!(lora_b.abs().sum().into_scalar::<f32>() > 0.0, "the adapters trained");
+}

@@ -223,10 +223,26 @@ pub fn add<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let p = current();
     if !p.is_reduced() {
-        return layer.forward(to_f32(x));
+        let x = to_f32(x);
+        return if D > 2 { fold_rows(x, |x| layer.forward(x)) } else { layer.forward(x) };
     }
     let dt = p.dtype();
     cast_matmul::linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), dt)
+}
+
+/// `f` applied to `x [.., d]` viewed as one matrix `[rows, d]` (the leading
+/// dimensions folded into the rows), its output `[rows, e]` given back the
+/// leading dimensions. For a linear layer on a `[batch, tokens, d]` input,
+/// the product then runs as one matrix product over all tokens (split over
+/// the thread pool by rows), with the same values, instead of a product per
+/// batch item; its gradients are the same one-matrix products.
+fn fold_rows<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Tensor<D> {
+    let dims = x.dims();
+    let rows: usize = dims[..D - 1].iter().product();
+    let y = f(x.reshape([rows, dims[D - 1]]));
+    let mut out = dims;
+    out[D - 1] = y.dims()[1];
+    y.reshape(out)
 }
 
 /// Matrix product in the compute type.

@@ -161,6 +161,26 @@ mod fast {
         cdf + x * pdf
     }
 
+    /// Elements per piece of work when a buffer is split over the thread pool.
+    #[cfg(feature = "parallel")]
+    const CHUNK: usize = 1 << 14;
+
+    /// `f(out, a, b)` over `out`, `a` and `b` (all of one length) in pieces of
+    /// [`CHUNK`] elements on the rayon pool — the one `f`'s caller runs in, so
+    /// under [`crate::threads::serial_below`] it stays on one thread — or in
+    /// one piece when the buffer is small or without the `parallel` feature.
+    fn chunked(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(&mut [f32], &[f32], &[f32]) + Sync) {
+        #[cfg(feature = "parallel")]
+        if out.len() > CHUNK {
+            use rayon::prelude::*;
+            out.par_chunks_mut(CHUNK)
+                .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
+                .for_each(|(o, (a, b))| f(o, a, b));
+            return;
+        }
+        f(out, a, b);
+    }
+
     /// The contiguous f32 values of `t`, if it has them.
     fn values(t: &FlexTensor) -> Option<&[f32]> {
         if t.dtype() == DType::F32 { t.as_slice::<f32>() } else { None }
@@ -172,7 +192,13 @@ mod fast {
 
     /// GELU of a contiguous f32 tensor, or the tensor back.
     pub(super) fn map(x: FlexTensor) -> Result<FlexTensor, FlexTensor> {
-        let y = values(&x).map(|xs| -> Vec<f32> { pulp::Arch::new().dispatch(|| xs.iter().map(|&v| gelu_one(v)).collect()) });
+        let y = values(&x).map(|xs| {
+            let mut y = alloc::vec![0.0f32; xs.len()];
+            chunked(&mut y, xs, xs, |ys, xs, _| {
+                pulp::Arch::new().dispatch(|| ys.iter_mut().zip(xs).for_each(|(y, &v)| *y = gelu_one(v)))
+            });
+            y
+        });
         match y {
             Some(y) => Ok(tensor(y, &x)),
             None => Err(x),
@@ -185,8 +211,12 @@ mod fast {
         if x.layout().shape() != grad.layout().shape() {
             return Err((x, grad));
         }
-        let dx = values(&x).zip(values(&grad)).map(|(xs, gs)| -> Vec<f32> {
-            pulp::Arch::new().dispatch(|| xs.iter().zip(gs).map(|(&x, &g)| g * gelu_derivative(x)).collect())
+        let dx = values(&x).zip(values(&grad)).map(|(xs, gs)| {
+            let mut dx = alloc::vec![0.0f32; xs.len()];
+            chunked(&mut dx, xs, gs, |ds, xs, gs| {
+                pulp::Arch::new().dispatch(|| ds.iter_mut().zip(xs.iter().zip(gs)).for_each(|(d, (&x, &g))| *d = g * gelu_derivative(x)))
+            });
+            dx
         });
         match dx {
             Some(dx) => Ok(tensor(dx, &x)),
