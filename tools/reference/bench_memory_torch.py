@@ -108,7 +108,9 @@ def main():
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModel, AutoTokenizer
         tok = AutoTokenizer.from_pretrained(args.model)
-        enc = AutoModel.from_pretrained(args.model)
+        # Ember's BERT has no dropout layers: without dropout both sides
+        # compute (and keep for backward) the same tensors.
+        enc = AutoModel.from_pretrained(args.model, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
         enc = get_peft_model(enc, LoraConfig(r=8, lora_alpha=16, target_modules=["query", "value"], lora_dropout=0.0))
         if args.recompute == "auto":
             enc.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

@@ -172,6 +172,11 @@ enum BenchWorkload {
         /// The PyTorch side.
         #[arg(long, default_value = "tools/reference/bench_speed_torch.py")]
         torch_script: PathBuf,
+        /// Alternate Ember's and PyTorch's runs this many times and report
+        /// medians (and the spread of the ratios): on a machine whose speed
+        /// drifts, a single pair of runs can be minutes apart.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+        rounds: u32,
         /// Also write the results as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -370,9 +375,10 @@ fn main() -> ExitCode {
         Command::Finetune { settings, config, resume, lr_find, quiet } => {
             finetune::run(finetune::Options { flags: settings, config, resume, lr_find, quiet })
         }
-        Command::Bench { workload: BenchWorkload::Speed { suite, torch_script, json } } => {
+        Command::Bench { workload: BenchWorkload::Speed { suite, torch_script, rounds, json } } => {
             let (timing, selection) = (suite.timing(), suite.selection());
-            finetune::default_model_dir(suite.model).and_then(|m| speed::speed(&m, timing, &torch_script, json.as_ref(), &selection))
+            finetune::default_model_dir(suite.model)
+                .and_then(|m| speed::speed(&m, timing, &torch_script, rounds as usize, json.as_ref(), &selection))
         }
         Command::Bench { workload: BenchWorkload::Device { device, suite, json } } => {
             let (timing, selection) = (suite.timing(), suite.selection());

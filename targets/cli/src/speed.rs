@@ -12,7 +12,9 @@
 //! (count and bytes) are reported from the counting global allocator.
 //! `gemm_shapes` times the matrix products inside those steps alone, on one
 //! thread and on all, to tell the GEMM kernel's share of a gap from the
-//! rest of the step.
+//! rest of the step. `--rounds N` alternates the two sides N times and
+//! reports medians, for machines whose speed drifts between the two sides'
+//! runs.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -240,9 +242,31 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, selection: &Selec
     Ok(rows)
 }
 
-/// Runs the suite; returns the table (and writes JSON to `json` if given).
-pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option<&PathBuf>, selection: &Selection) -> Result<String, String> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+/// One round: Ember's side, then PyTorch's, back to back.
+struct Round {
+    rows: Vec<Row>,
+    /// Burn flex's (1 thread, all threads) rate for each of [`GEMM_SHAPES`].
+    shapes: Option<Vec<(f64, f64)>>,
+    /// Burn flex's best square matmul rate (GFLOP/s).
+    flex_gflops: f64,
+    /// The PyTorch script's output.
+    torch: serde_json::Value,
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+/// Runs Ember's workloads, its GEMM probes and then the PyTorch script once.
+fn round(model_dir: &Path, timing: Timing, torch_script: &Path, selection: &Selection, threads: usize) -> Result<Round, String> {
     let cpu = Device::flex();
     let normal = Distribution::Normal(0.0, 1.0);
     let rows = workloads(model_dir, &cpu, timing, selection)?;
@@ -284,50 +308,90 @@ pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option
         ));
     }
     let torch: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("torch side output: {e}"))?;
-    let peak = torch["gemm_gflops"].as_f64().unwrap_or(f64::NAN);
+    Ok(Round { rows, shapes, flex_gflops, torch })
+}
+
+/// Runs the suite `rounds` times, Ember's side and PyTorch's alternating;
+/// returns the table of medians (and writes JSON to `json` if given).
+pub fn speed(
+    model_dir: &Path,
+    timing: Timing,
+    torch_script: &Path,
+    rounds: usize,
+    json: Option<&PathBuf>,
+    selection: &Selection,
+) -> Result<String, String> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let rounds = rounds.max(1);
+    let mut done: Vec<Round> = Vec::with_capacity(rounds);
+    for r in 0..rounds {
+        if rounds > 1 {
+            eprintln!("round {} of {rounds}", r + 1);
+        }
+        done.push(round(model_dir, timing, torch_script, selection, threads)?);
+    }
+    let last = done.last().expect("at least one round");
+    let peak = median(done.iter().map(|r| r.torch["gemm_gflops"].as_f64().unwrap_or(f64::NAN)).collect());
+    let flex_gflops = median(done.iter().map(|r| r.flex_gflops).collect());
 
     let mut table = format!(
-        "speed: {threads} threads; median per call; ratio = PyTorch time / Ember time (above 1: Ember is faster)\n\
+        "speed: {threads} threads; median per call{}; ratio = PyTorch time / Ember time (above 1: Ember is faster)\n\
          peak-GEMM probe (best f32 square matmul, 256–2048): PyTorch {peak:.1} GFLOP/s, Burn flex {flex_gflops:.1} GFLOP/s ({:.0} % of PyTorch's)\n",
+        if rounds > 1 {
+            format!(
+                ", median of {rounds} rounds (Ember's side, then PyTorch's); the ratio is the median of the rounds' ratios, lowest–highest in brackets"
+            )
+        } else {
+            String::new()
+        },
         100.0 * flex_gflops / peak
     );
-    if !rows.is_empty() {
+    if !last.rows.is_empty() {
         table.push_str(
             "\n| workload | Ember (ms) | PyTorch (ms) | speed ratio | Ember GFLOP/s (% of peak) | Ember allocations/step (MiB) |\n\
              |---|---:|---:|---:|---:|---:|\n",
         );
     }
     let mut json_rows = Vec::new();
-    for r in &rows {
-        let t = torch["seconds"][&r.name].as_f64().unwrap_or(f64::NAN);
-        let e = r.ember.seconds;
+    for (i, r) in last.rows.iter().enumerate() {
+        let ember_s: Vec<f64> = done.iter().map(|d| d.rows[i].ember.seconds).collect();
+        let torch_s: Vec<f64> = done.iter().map(|d| d.torch["seconds"][&r.name].as_f64().unwrap_or(f64::NAN)).collect();
+        let ratios: Vec<f64> = ember_s.iter().zip(&torch_s).map(|(e, t)| t / e).collect();
+        let (e, t, ratio) = (median(ember_s.clone()), median(torch_s.clone()), median(ratios.clone()));
+        let (lo, hi) = ratios.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
         let rate = r.flops.map(|f| f / e / 1e9);
         table.push_str(&format!(
-            "| {} | {:.3} | {:.3} | {:.2}× | {} | {} ({:.1}) |\n",
+            "| {} | {:.3} | {:.3} | {:.2}×{} | {} | {} ({:.1}) |\n",
             r.what,
             e * 1e3,
             t * 1e3,
-            t / e,
+            ratio,
+            if rounds > 1 { format!(" ({lo:.2}–{hi:.2})") } else { String::new() },
             rate.map_or("—".into(), |g| format!("{g:.1} ({:.0} %)", 100.0 * g / peak)),
             r.ember.allocations,
             r.ember.allocated_bytes as f64 / 1048576.0,
         ));
         json_rows.push(serde_json::json!({
             "workload": r.name, "what": r.what,
-            "ember_seconds": e, "pytorch_seconds": t, "speed_ratio": t / e,
+            "ember_seconds": e, "pytorch_seconds": t, "speed_ratio": ratio,
+            "ember_seconds_per_round": ember_s, "pytorch_seconds_per_round": torch_s, "speed_ratio_per_round": ratios,
             "ember_gflops": rate, "allocations_per_call": r.ember.allocations, "allocated_bytes_per_call": r.ember.allocated_bytes,
         }));
     }
     let mut json_shapes = Vec::new();
-    if let Some(shapes) = &shapes {
+    if last.shapes.is_some() {
         table.push_str(&format!(
-            "\nThe workloads' matrix products alone (f32 GFLOP/s; ᵀ: a transposed view):\n\n\
+            "\nThe workloads' matrix products alone (f32 GFLOP/s{}; ᵀ: a transposed view):\n\n\
              | product | m×k×n | flex, 1 thread | PyTorch, 1 thread | flex, {threads} threads | PyTorch, {threads} threads | flex / PyTorch, {threads} threads |\n\
-             |---|---|---:|---:|---:|---:|---:|\n"
+             |---|---|---:|---:|---:|---:|---:|\n",
+            if rounds > 1 { ", medians of the rounds" } else { "" }
         ));
-        for (&(name, m, k, n, ta, tb), &(flex1, flex_n)) in GEMM_SHAPES.iter().zip(shapes) {
-            let torch1 = torch["gemm_shapes"][name]["1"].as_f64().unwrap_or(f64::NAN);
-            let torch_n = torch["gemm_shapes"][name][threads.to_string()].as_f64().unwrap_or(f64::NAN);
+        for (i, &(name, m, k, n, ta, tb)) in GEMM_SHAPES.iter().enumerate() {
+            let of = |f: &dyn Fn(&Round) -> f64| median(done.iter().map(f).collect());
+            let flex1 = of(&|d| d.shapes.as_ref().map_or(f64::NAN, |s| s[i].0));
+            let flex_n = of(&|d| d.shapes.as_ref().map_or(f64::NAN, |s| s[i].1));
+            let torch1 = of(&|d| d.torch["gemm_shapes"][name]["1"].as_f64().unwrap_or(f64::NAN));
+            let torch_n = of(&|d| d.torch["gemm_shapes"][name][threads.to_string()].as_f64().unwrap_or(f64::NAN));
             let op = format!("{}·{}", if ta { "Aᵀ" } else { "A" }, if tb { "Bᵀ" } else { "B" });
             table.push_str(&format!(
                 "| {name} ({op}) | {m}×{k}×{n} | {flex1:.1} | {torch1:.1} | {flex_n:.1} | {torch_n:.1} | {:.0} % |\n",
@@ -342,8 +406,8 @@ pub fn speed(model_dir: &Path, timing: Timing, torch_script: &Path, json: Option
     }
     if let Some(path) = json {
         let doc = serde_json::json!({
-            "workload": "speed", "threads": threads, "cpu": cpu_model(), "cpu_flags": cpu_flags(),
-            "pytorch": torch["system"], "peak_gemm_gflops_pytorch": peak, "peak_gemm_gflops_flex": flex_gflops, "rows": json_rows,
+            "workload": "speed", "threads": threads, "rounds": rounds, "cpu": cpu_model(), "cpu_flags": cpu_flags(),
+            "pytorch": last.torch["system"], "peak_gemm_gflops_pytorch": peak, "peak_gemm_gflops_flex": flex_gflops, "rows": json_rows,
             "gemm_shapes": json_shapes,
         });
         std::fs::write(path, serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -381,3 +381,13 @@ fn embed_and_finetune_run_on_wgpu() {
     let (ok, _, err) = ember(&["finetune", "--quiet", "--task", "digits", "--device", "wgpu", "--precision", "bf16", "--epochs", "1"]);
     assert!(!ok && err.contains("--precision bf16 is not available on --device wgpu") && err.contains("use --precision f16"), "{err}");
 }
+
+#[test]
+fn bench_speed_rejects_what_it_cannot_run() {
+    let (ok, out, err) = ember(&["bench", "speed", "--model", "/nonexistent", "--only", "no_such_workload"]);
+    assert!(!ok && out.is_empty(), "{out}");
+    assert!(err.contains("--only no_such_workload: no workload's name contains it"), "{err}");
+    let (ok, _, err) = ember(&["bench", "speed", "--model", "/nonexistent", "--rounds", "0"]);
+    assert!(!ok && err.contains("--rounds"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
