@@ -10,7 +10,12 @@
 #   thumbv7em  ember-runtime + ember-mcu + the no_std canary for a bare-metal
 #              Cortex-M4F (tools/nostd-check.sh)
 #
-# Usage: tools/cross.sh [aarch64|armv7|thumbv7em|all] [install|build|run]
+#   ci         what .ci/run checks within its time: both ARM Linux targets
+#              built unoptimised (a fraction of the release build's time);
+#              under QEMU, ember-runtime's tests on aarch64, and `ember
+#              inspect` of a safetensors file on aarch64 and armv7
+#
+# Usage: tools/cross.sh [aarch64|armv7|thumbv7em|ci|all] [install|build|run]
 #
 # The target defaults to all. The optional second argument runs one phase of
 # the aarch64 part (without it, all three in order): `install` the packages,
@@ -29,8 +34,8 @@ cd "$(dirname "$0")/.."
 
 what=${1:-all}
 phase=${2:-all}
-usage() { echo "usage: $0 [aarch64|armv7|thumbv7em|all] [install|build|run]" >&2; exit 2; }
-case "$what" in aarch64|armv7|thumbv7em|all) ;; *) usage ;; esac
+usage() { echo "usage: $0 [aarch64|armv7|thumbv7em|ci|all] [install|build|run]" >&2; exit 2; }
+case "$what" in aarch64|armv7|thumbv7em|ci|all) ;; *) usage ;; esac
 case "$phase" in install|build|run|all) ;; *) usage ;; esac
 if [ "$phase" != all ] && [ "$what" != aarch64 ]; then usage; fi
 
@@ -48,7 +53,7 @@ need() {
 # Debian's toolchain, std built from source; one target directory per target.
 xcargo() {
     # -Z before the subcommand's own arguments, so a trailing `-- …` stays last.
-    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/cross /usr/bin/cargo -Zbuild-std=std,panic_unwind "$@"
+    RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=${CROSS_TARGET_DIR:-target/cross} /usr/bin/cargo -Zbuild-std=std,panic_unwind "$@"
 }
 
 if [ "$what" = aarch64 ] || [ "$what" = all ]; then
@@ -92,6 +97,36 @@ if [ "$what" = armv7 ] || [ "$what" = all ]; then
     exe=target/cross/$T/release/ember
     file "$exe" | sed 's/^/cross: /'
     qemu-arm-static -L /usr/arm-linux-gnueabihf "$exe" --version
+fi
+
+if [ "$what" = ci ]; then
+    need rustc-web cargo-web rust-web-src gcc-aarch64-linux-gnu libc6-dev-arm64-cross \
+        gcc-arm-linux-gnueabihf libc6-dev-armhf-cross qemu-user-static
+    # Everything at opt-level 0 and without debug info, dependencies
+    # included (the dev profile optimises them): these builds check that
+    # Ember compiles, links and runs on ARM — with debug assertions and
+    # overflow checks on — not how fast. Their own target directory, so a
+    # release cross build is not rebuilt.
+    # gemm's f16 kernels for aarch64 are inline assembly that only
+    # assembles once inlined into their `fp16` target-feature functions,
+    # which needs optimisation.
+    ci_cargo() {
+        CROSS_TARGET_DIR=target/cross-ci xcargo \
+            --config 'profile.dev.package."*".opt-level=0' --config 'profile.dev.debug=false' \
+            --config 'profile.dev.package.gemm-common.opt-level=3' --config 'profile.dev.package.gemm-f16.opt-level=3' "$@"
+    }
+    export RUSTFLAGS="${RUSTFLAGS:-} --cfg ember_no_gpu_tests"
+    st=tests/fixtures/schedules.safetensors
+    T=aarch64-unknown-linux-gnu
+    echo "cross: $(/usr/bin/rustc --version), $T, unoptimised"
+    ci_cargo test --locked --target $T -p ember-runtime -p ember-cli --lib --test cli --no-run
+    ci_cargo test --locked --target $T -p ember-runtime -p ember-cli --lib -- --skip survives_sigkill_during_writes
+    qemu-aarch64-static -L /usr/aarch64-linux-gnu target/cross-ci/$T/debug/ember inspect "$st"
+    T=armv7-unknown-linux-gnueabihf
+    echo "cross: $(/usr/bin/rustc --version), $T, unoptimised"
+    ci_cargo build --locked --target $T -p ember-cli
+    file target/cross-ci/$T/debug/ember | sed 's/^/cross: /'
+    qemu-arm-static -L /usr/arm-linux-gnueabihf target/cross-ci/$T/debug/ember inspect "$st"
 fi
 
 if [ "$what" = thumbv7em ] || [ "$what" = all ]; then
