@@ -16,6 +16,7 @@ use ember_runtime::activation::gelu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
+use ember_runtime::layout::column_major_param;
 use ember_runtime::peft::{Lora, LoraConfig, forward_with};
 use ember_runtime::norm;
 use ember_runtime::precision::{self, add, linear, matmul, to_f32};
@@ -215,6 +216,30 @@ impl BertModel {
             attn.value_lora = make("value");
         }
         model
+    }
+
+    /// Stores every `Linear` weight column-major
+    /// ([`ember_runtime::layout::column_major`]): on the CPU backend a
+    /// product with few rows (one short sentence) then reads each weight
+    /// sequentially instead of with a stride of a row per element. Values,
+    /// names, ids and gradients are unchanged, and products with many rows
+    /// run at the same speed. [`SentenceEncoder::from_dir`](crate::sentence::SentenceEncoder::from_dir)
+    /// does this on the CPU backend.
+    pub fn with_column_major_weights(mut self) -> Self {
+        let relayout = |l: &mut Linear| l.weight = column_major_param(l.weight.clone());
+        for layer in &mut self.encoder.layer {
+            let attn = &mut layer.attention.self_attn;
+            for l in [&mut attn.query, &mut attn.key, &mut attn.value] {
+                relayout(l);
+            }
+            relayout(&mut layer.attention.output.dense);
+            relayout(&mut layer.intermediate.dense);
+            relayout(&mut layer.output.dense);
+        }
+        if let Some(pooler) = &mut self.pooler {
+            relayout(&mut pooler.dense);
+        }
+        self
     }
 }
 

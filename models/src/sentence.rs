@@ -74,9 +74,6 @@ fn has_pooler(weights: &Path) -> Result<bool, Error> {
     Ok(header.as_object().is_some_and(|o| o.keys().any(|k| k.starts_with("pooler."))))
 }
 
-/// Batches of fewer tokens than this are encoded on one thread.
-const SERIAL_TOKENS: usize = 64;
-
 impl SentenceEncoder {
     /// Loads the model in `dir` onto `device` (weights cast to f32).
     ///
@@ -142,6 +139,9 @@ impl SentenceEncoder {
             .remap(HF_REMAP.0, HF_REMAP.1)
             .ignore_unexpected(r"^embeddings\.position_ids$");
         let (model, _) = load_safetensors(config.init(device), &weights, &options)?;
+        // Few-row products (a short sentence) read column-major weights
+        // sequentially on the CPU backend (`ember_runtime::layout`).
+        let model = if device.clone().inner() == Device::flex() { model.with_column_major_weights() } else { model };
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         Ok(Self { model, tokenizer, config, max_seq_length, device: device.clone(), name })
     }
@@ -202,13 +202,8 @@ impl SentenceEncoder {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(batch_size.max(1)) {
             let (ids, mask) = self.tokenize(chunk)?;
-            // A few dozen tokens: the thread pool's hand-offs cost more than
-            // they save (BENCHMARKS.md); run every kernel on one thread.
-            let tokens = ids.shape().num_elements();
-            let data = ember_runtime::threads::serial_below(tokens, SERIAL_TOKENS, || {
-                let hidden = self.model.forward(ids, mask.clone());
-                l2_normalize(mean_pool(hidden, mask)).into_data()
-            });
+            let hidden = self.model.forward(ids, mask.clone());
+            let data = l2_normalize(mean_pool(hidden, mask)).into_data();
             let values: Vec<f32> = data
                 .convert::<f32>()
                 .try_into_vec::<f32>()

@@ -37,6 +37,8 @@
 //!   features, empty inputs, label range, class balance).
 //! * [`freeze`]: freezing by parameter path; LoRA-only, bias-only and
 //!   head-only training.
+//! * [`layout`]: weights stored column-major for products with few rows
+//!   (batch-1 inference) on the CPU backend.
 //! * [`lr_find`]: the learning-rate range test.
 //! * [`memory`]: a counting global allocator (live bytes, peak, allocation
 //!   count) with an optional heap budget.
@@ -76,6 +78,7 @@ pub mod norm;
 mod error;
 #[cfg(feature = "std")]
 pub mod io;
+pub mod layout;
 pub mod optim;
 pub mod params;
 pub mod plan;

@@ -1,11 +1,13 @@
 //! Keeping small work off the thread pool.
 //!
 //! Burn's CPU backend splits a matmul or a large element-wise op over a
-//! rayon pool of all cores. For a forward pass over a handful of tokens the
-//! hand-offs cost more than they save: encoding one short sentence with
-//! MiniLM took 17–23 ms with two threads and 10.9 ms on one (BENCHMARKS.md).
-//! [`serial_below`] runs a piece of work on a one-thread pool when it is
-//! small, so every kernel inside it runs on that thread.
+//! rayon pool of all cores. For work whose kernels are too small to gain
+//! from that, the hand-offs can cost more than they save. [`serial_below`]
+//! runs a piece of work on a one-thread pool when it is small, so every
+//! kernel inside it runs on that thread. Measure before using it: MiniLM's
+//! sentence encoder used it for batches under 64 tokens until its few-row
+//! products were split over the pool, after which one short sentence
+//! encoded faster on two threads than on one (BENCHMARKS.md).
 //!
 //! ```
 //! let sum = ember_runtime::threads::serial_below(10, 64, || (0..10).sum::<i32>());

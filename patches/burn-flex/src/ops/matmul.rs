@@ -97,12 +97,70 @@ pub fn matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
     assert_eq!(k_lhs, k_rhs, "matmul: inner dimensions must match");
 
     match lhs.dtype() {
-        DType::F32 => matmul_gemm::<f32>(lhs, rhs),
+        DType::F32 => {
+            #[cfg(feature = "simd")]
+            if let Some(out) = matmul_skinny_f32(&lhs, &rhs) {
+                return out;
+            }
+            matmul_gemm::<f32>(lhs, rhs)
+        }
         DType::F64 => matmul_gemm::<f64>(lhs, rhs),
         DType::F16 => matmul_gemm::<f16>(lhs, rhs),
         DType::BF16 => matmul_bf16(lhs, rhs),
         _ => panic!("matmul: unsupported dtype {:?}", lhs.dtype()),
     }
+}
+
+/// `lhs [m, k] · rhs [k, n]` with the few-row kernel of `simd::skinny`, when
+/// both are 2-D, `m` is at most `skinny::MAX_ROWS`, and the rows of `lhs`
+/// and the columns of `rhs` are contiguous (`rhs` a transposed view of a
+/// row-major `[n, k]` weight). With more than one thread in the pool and a
+/// large enough `rhs`, the columns are split into one block per thread
+/// (gemm keeps such products on one thread).
+#[cfg(feature = "simd")]
+fn matmul_skinny_f32(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<FlexTensor> {
+    use crate::simd::skinny;
+    let (ls, rs) = (lhs.layout(), rhs.layout());
+    if ls.shape().num_dims() != 2 || rs.shape().num_dims() != 2 {
+        return None;
+    }
+    let (m, k, n) = (ls.shape()[0], ls.shape()[1], rs.shape()[1]);
+    let (x_row, x_col) = get_2d_strides(ls);
+    let (w_row, w_col) = get_2d_strides(rs);
+    let strided = x_col != 1 || w_row != 1 || x_row < k as isize || w_col < k as isize;
+    if m == 0 || m > skinny::MAX_ROWS || k == 0 || n == 0 || strided {
+        return None;
+    }
+    let (x, w): (&[f32], &[f32]) = (lhs.storage(), rhs.storage());
+    let (x, w) = (&x[ls.start_offset()..], &w[rs.start_offset()..]);
+    let mut out = alloc::vec![0.0f32; m * n];
+    #[cfg(feature = "rayon")]
+    {
+        let threads = rayon::current_num_threads();
+        if threads > 1 && n >= 64 * threads && k * n >= 1 << 16 {
+            use rayon::prelude::*;
+            // Block boundaries at multiples of 8 columns, the last at `n`.
+            let bound = |p: usize| if p == threads { n } else { n * p / threads / 8 * 8 };
+            let parts: Vec<(usize, Vec<f32>)> = (0..threads)
+                .into_par_iter()
+                .map(|p| {
+                    let (j0, j1) = (bound(p), bound(p + 1));
+                    let mut part = alloc::vec![0.0f32; m * (j1 - j0)];
+                    skinny::matmul_f32(x, x_row as usize, &w[j0 * w_col as usize..], w_col as usize, m, k, j1 - j0, &mut part);
+                    (j0, part)
+                })
+                .collect();
+            for (j0, part) in parts {
+                let width = part.len() / m;
+                for t in 0..m {
+                    out[t * n + j0..][..width].copy_from_slice(&part[t * width..][..width]);
+                }
+            }
+            return Some(FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(Shape::from(alloc::vec![m, n])), DType::F32));
+        }
+    }
+    skinny::matmul_f32(x, x_row as usize, w, w_col as usize, m, k, n, &mut out);
+    Some(FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(Shape::from(alloc::vec![m, n])), DType::F32))
 }
 
 /// Extract 2D matrix strides from a tensor layout.

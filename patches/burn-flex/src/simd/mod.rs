@@ -13,6 +13,10 @@
 #[cfg(feature = "simd")]
 pub mod kernels;
 
+// Few-row products against a column-major right-hand side
+#[cfg(feature = "simd")]
+pub mod skinny;
+
 // SIMD-aligned memory allocation
 #[cfg(feature = "simd")]
 pub mod aligned;
