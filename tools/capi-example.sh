@@ -19,15 +19,18 @@ if [ "$PROFILE" = test ]; then
     # The library exactly as `cargo test` (the workspace's test command)
     # built it: the same command resolves the same features, so nothing is
     # compiled again after it. Its files are in the deps/ folder.
+    # The reader consumes all of cargo's output: stopping at the library
+    # would leave cargo writing into a closed pipe (exit 101) whenever it
+    # still compiles something after it.
     a=$(cargo test --locked --no-run --message-format=json 2>/dev/null | python3 -c '
 import json, sys
+found = []
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "ember_capi":
-        found = [f for f in m["filenames"] if f.endswith(".a")]
-        if found:
-            print(found[0])
-            break
+        found += [f for f in m["filenames"] if f.endswith(".a")]
+if found:
+    print(found[0])
 ')
     [ -n "$a" ] || { echo "capi-example: cargo test built no libember_capi.a" >&2; exit 1; }
     lib=$(dirname "$a")
