@@ -116,7 +116,7 @@ pub fn matmul(lhs: FlexTensor, rhs: FlexTensor) -> FlexTensor {
 /// and the columns of `rhs` are contiguous (`rhs` a transposed view of a
 /// row-major `[n, k]` weight). With more than one thread in the pool and a
 /// large enough `rhs`, the columns are split into one block per thread
-/// (gemm keeps such products on one thread).
+/// (below `PARALLEL_THRESHOLD` gemm would run on one thread).
 #[cfg(feature = "simd")]
 fn matmul_skinny_f32(lhs: &FlexTensor, rhs: &FlexTensor) -> Option<FlexTensor> {
     use crate::simd::skinny;
