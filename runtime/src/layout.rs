@@ -64,8 +64,14 @@ mod tests {
     #[test]
     fn column_major_products_equal_row_major_ones() {
         // Few rows (the CPU backend's few-row kernel, split over the pool
-        // for the larger weights), odd inner sizes, and many rows (gemm).
-        for (m, k, n) in [(1, 37, 5), (5, 260, 300), (16, 384, 1536), (17, 64, 33), (64, 260, 300)] {
+        // for the larger weights), odd inner sizes, many rows (gemm, which
+        // packs the transposed weight in 8 × 8 blocks), and products large
+        // enough for gemm to split that packing over the pool's threads
+        // (panels of 64 weight rows with ragged edges; an inner size above
+        // gemm's depth block).
+        for (m, k, n) in
+            [(1, 37, 5), (5, 260, 300), (16, 384, 1536), (17, 64, 33), (64, 260, 300), (300, 257, 130), (200, 1031, 77)]
+        {
             let (x, w) = (ints(m, k, 1), ints(k, n, 2));
             let stored = column_major(w.clone());
             assert_eq!(stored.dims(), [k, n]);

@@ -23,7 +23,8 @@ Prints one JSON object with, per workload, the median time of one call
   products inside the workloads (``GEMM_SHAPES``: the h = 1024, batch 512
   step's forward product, input gradient and weight gradient with their
   transposed operands; MiniLM's projection and feed-forward products at 16 x
-  64 tokens), on one thread and on ``threads``.
+  64 tokens, against the transposed ``[out, in]`` weight as the model runs
+  them), on one thread and on ``threads``.
 
 Timing: ``warmup`` untimed calls, then calls until both ``min_iters`` calls
 and ``seconds`` of time are reached (at most 1000); the median is reported.
@@ -45,8 +46,8 @@ GEMM_SHAPES = [
     ("mlp_forward", 512, 1024, 1024, False, False),
     ("mlp_input_grad", 512, 1024, 1024, False, True),
     ("mlp_weight_grad", 1024, 512, 1024, True, False),
-    ("minilm_projection", 1024, 384, 384, False, False),
-    ("minilm_ffn", 1024, 384, 1536, False, False),
+    ("minilm_projection", 1024, 384, 384, False, True),
+    ("minilm_ffn", 1024, 384, 1536, False, True),
 ]
 
 

@@ -95,14 +95,15 @@ fn step_flops(weights: usize, batch: usize) -> f64 {
 
 /// The matrix products inside the workloads, timed alone on both sides
 /// (`gemm_shapes`): name, m, k, n, and whether the left and right operands
-/// are transposed views (as autodiff passes them for the gradients). The
+/// are transposed views (as autodiff passes them for the gradients, and as
+/// MiniLM's forward multiplies by its column-major `[out, in]` weights). The
 /// same list as `GEMM_SHAPES` in `tools/reference/bench_speed_torch.py`.
 const GEMM_SHAPES: [(&str, usize, usize, usize, bool, bool); 5] = [
     ("mlp_forward", 512, 1024, 1024, false, false),
     ("mlp_input_grad", 512, 1024, 1024, false, true),
     ("mlp_weight_grad", 1024, 512, 1024, true, false),
-    ("minilm_projection", 1024, 384, 384, false, false),
-    ("minilm_ffn", 1024, 384, 1536, false, false),
+    ("minilm_projection", 1024, 384, 384, false, true),
+    ("minilm_ffn", 1024, 384, 1536, false, true),
 ];
 
 /// Burn flex's rate (GFLOP/s) for `a · b` (`[m, k] · [k, n]`).
