@@ -71,6 +71,8 @@ pub mod data;
 pub mod device;
 pub mod diagnostics;
 pub mod freeze;
+#[cfg(feature = "simd")]
+mod kernel;
 pub mod loss;
 pub mod lr_find;
 pub mod memory;

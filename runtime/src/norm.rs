@@ -39,6 +39,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
 use burn::nn::LayerNorm;
 use burn::tensor::{DType, Shape, Tensor};
@@ -51,9 +52,61 @@ pub trait LayerNormOps: Backend {
     fn layer_norm_lean(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
         Self::layer_norm(x, gamma, Some(beta), epsilon)
     }
+
+    /// The input gradient `σ⁻¹·(g·γ − mean(g·γ) − x̂·mean(g·γ·x̂))` from the
+    /// input `x`, the output gradient `g` and `γ`, the row statistics
+    /// recomputed from `x`.
+    fn layer_norm_input_grad(x: FloatTensor<Self>, g: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        let shape = x.shape();
+        let last = shape.num_dims() - 1;
+        let (xhat, rstd) = normalized::<Self>(x, epsilon);
+        let gx = Self::float_mul(g, Self::float_reshape(gamma, row_shape(&shape)));
+        let m1 = Self::float_mean_dim(gx.clone(), last);
+        let m2 = Self::float_mean_dim(Self::float_mul(gx.clone(), xhat.clone()), last);
+        Self::float_mul(Self::float_sub(Self::float_sub(gx, m1), Self::float_mul(xhat, m2)), rstd)
+    }
 }
 
-impl LayerNormOps for burn::backend::Flex {}
+/// `(x̂, σ⁻¹)` of `x` over its last dimension, as the forward pass computed
+/// them.
+fn normalized<B: Backend>(x: FloatTensor<B>, epsilon: f64) -> (FloatTensor<B>, FloatTensor<B>) {
+    let last = x.shape().num_dims() - 1;
+    let mean = B::float_mean_dim(x.clone(), last);
+    let centered = B::float_sub(x, mean);
+    let var = B::float_mean_dim(B::float_mul(centered.clone(), centered.clone()), last);
+    let rstd = B::float_recip(B::float_sqrt(B::float_add_scalar(var, epsilon.into())));
+    (B::float_mul(centered, rstd.clone()), rstd)
+}
+
+/// On the CPU backend with the `simd` feature, the input gradient of a
+/// contiguous f32 input is one pass per row (statistics, `x̂` and the two
+/// means on the fly), split over the thread pool by rows and written over
+/// the output gradient when nothing else holds it.
+impl LayerNormOps for burn::backend::Flex {
+    fn layer_norm_input_grad(x: FloatTensor<Self>, g: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+        #[cfg(feature = "simd")]
+        let g = {
+            let d = x.layout().shape()[x.layout().shape().num_dims() - 1];
+            match crate::kernel::values(&gamma) {
+                Some(gammas) if gammas.len() == d && d > 0 => {
+                    let kernel = crate::kernel::LayerNormInputGrad { gamma: gammas, epsilon: epsilon as f32 };
+                    match crate::kernel::apply(&kernel, g, Some(&x)) {
+                        Ok(dx) => return dx,
+                        Err(g) => g,
+                    }
+                }
+                _ => g,
+            }
+        };
+        let shape = x.shape();
+        let last = shape.num_dims() - 1;
+        let (xhat, rstd) = normalized::<Self>(x, epsilon);
+        let gx = Self::float_mul(g, Self::float_reshape(gamma, row_shape(&shape)));
+        let m1 = Self::float_mean_dim(gx.clone(), last);
+        let m2 = Self::float_mean_dim(Self::float_mul(gx.clone(), xhat.clone()), last);
+        Self::float_mul(Self::float_sub(Self::float_sub(gx, m1), Self::float_mul(xhat, m2)), rstd)
+    }
+}
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 impl LayerNormOps for burn::backend::Cube {}
@@ -70,7 +123,7 @@ fn row_shape(shape: &Shape) -> Shape {
     Shape::from(dims)
 }
 
-impl<B: Backend> Backward<B, 3> for LayerNormBackward {
+impl<B: LayerNormOps> Backward<B, 3> for LayerNormBackward {
     type State = State<B>;
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
@@ -84,25 +137,15 @@ impl<B: Backend> Backward<B, 3> for LayerNormBackward {
         let flat = |t: FloatTensor<B>| B::float_reshape(t, Shape::from([rows, d]));
         let to_param = |t: FloatTensor<B>| B::float_reshape(B::float_sum_dim(flat(t), 0), Shape::from([d]));
 
-        // The row statistics again, as the forward pass computed them.
-        let mean = B::float_mean_dim(x.clone(), last);
-        let centered = B::float_sub(x, mean);
-        let var = B::float_mean_dim(B::float_mul(centered.clone(), centered.clone()), last);
-        let rstd = B::float_recip(B::float_sqrt(B::float_add_scalar(var, epsilon.into())));
-        let xhat = B::float_mul(centered, rstd.clone());
-
         if let Some(node) = node_beta {
             grads.register::<B>(node.id, to_param(g.clone()));
         }
         if let Some(node) = node_gamma {
-            grads.register::<B>(node.id, to_param(B::float_mul(g.clone(), xhat.clone())));
+            let (xhat, _) = normalized::<B>(x.clone(), epsilon);
+            grads.register::<B>(node.id, to_param(B::float_mul(g.clone(), xhat)));
         }
         if let (Some(node), Some(gamma)) = (node_x, gamma) {
-            let gx = B::float_mul(g, B::float_reshape(gamma, row_shape(&shape)));
-            let m1 = B::float_mean_dim(gx.clone(), last);
-            let m2 = B::float_mean_dim(B::float_mul(gx.clone(), xhat.clone()), last);
-            let dx = B::float_mul(B::float_sub(B::float_sub(gx, m1), B::float_mul(xhat, m2)), rstd);
-            grads.register::<B>(node.id, dx);
+            grads.register::<B>(node.id, B::layer_norm_input_grad(x, g, gamma, epsilon));
         }
     }
 }

@@ -220,6 +220,86 @@ impl Adam {
     }
 }
 
+#[cfg(feature = "simd")]
+impl Adam {
+    /// [`Adam::step_fused`] for f32 CPU tensors on their own buffers: the
+    /// moments (and the parameter, when nothing else holds it) are updated
+    /// in place, split over the thread pool, instead of being copied out of
+    /// and back into tensors. Same arithmetic, element for element. The
+    /// inputs come back unchanged when a tensor is not a plain f32 CPU
+    /// buffer.
+    #[allow(clippy::type_complexity)]
+    fn step_flex<const D: usize>(
+        &self,
+        lr: LearningRate,
+        param: Tensor<D>,
+        grad: Tensor<D>,
+        state: Option<AdamState<D>>,
+    ) -> Result<(Tensor<D>, Option<AdamState<D>>), (Tensor<D>, Tensor<D>, Option<AdamState<D>>)> {
+        use crate::kernel;
+        use burn::backend::flex::FlexTensor;
+        use burn::backend::Flex;
+
+        let fits = |t: &Tensor<D>| t.dtype() == DType::F32 && t.shape() == param.shape();
+        if !fits(&grad) || !state.as_ref().is_none_or(|s| fits(&s.momentum.moment_1) && fits(&s.momentum.moment_2)) {
+            return Err((param, grad, state));
+        }
+        let (time, m, v) = match state {
+            Some(AdamState { momentum: s }) => (s.time + 1, s.moment_1, s.moment_2),
+            None => {
+                let zeros = || Tensor::<D>::zeros(param.shape(), (&param.device(), DType::F32));
+                (1, zeros(), zeros())
+            }
+        };
+        // Each tensor's buffer, or the tensor back; a buffer that is not
+        // plain f32 values also sends everything back.
+        let own = |t: Tensor<D>| -> Result<FlexTensor, Tensor<D>> {
+            match t.clone().try_into_primitive::<Flex>() {
+                // Dropping `t` leaves the primitive the buffer's only
+                // holder when nothing else holds it.
+                Ok(f) if kernel::values(&f).is_some() => Ok(f),
+                _ => Err(t),
+            }
+        };
+        let restore = |r: Result<FlexTensor, Tensor<D>>| match r {
+            Ok(f) => Tensor::<D>::from_primitive::<Flex>(f),
+            Err(t) => t,
+        };
+        let (p, g, m, v) = match (own(param), own(grad), own(m), own(v)) {
+            (Ok(p), Ok(g), Ok(m), Ok(v)) => (p, g, m, v),
+            (p, g, m, v) => {
+                let (m, v) = (restore(m), restore(v));
+                let state = (time > 1).then(|| AdamState::new(AdaptiveMomentumState::new(time - 1, m, v)));
+                return Err((restore(p), restore(g), state));
+            }
+        };
+        // Every buffer has its values, so these are the buffers themselves
+        // or, when shared, fresh copies.
+        let (Ok(mut p), Ok(mut m), Ok(mut v)) = (kernel::writable(p), kernel::writable(m), kernel::writable(v)) else {
+            unreachable!("writable: every tensor here has its values");
+        };
+        let t = time as i32;
+        let bias_correction1 = 1.0 - libm::pow(self.beta1, f64::from(t));
+        let update = kernel::AdamUpdate {
+            decay: (1.0 - lr * self.weight_decay) as f32,
+            wd: self.weight_decay as f32,
+            beta1: (self.beta1 as f32, (1.0 - self.beta1) as f32),
+            beta2: (self.beta2 as f32, (1.0 - self.beta2) as f32),
+            bias_correction2_sqrt: libm::sqrt(1.0 - libm::pow(self.beta2, f64::from(t))) as f32,
+            eps: self.eps as f32,
+            step_size: (lr / bias_correction1) as f32,
+            decays: self.weight_decay != 0.0,
+            decoupled: self.decoupled,
+        };
+        match (kernel::values_mut(&mut p), kernel::values(&g), kernel::values_mut(&mut m), kernel::values_mut(&mut v)) {
+            (Some(ps), Some(gs), Some(ms), Some(vs)) => kernel::adam(&update, ps, gs, ms, vs),
+            _ => unreachable!("writable buffers have their values"),
+        }
+        let tensor = Tensor::<D>::from_primitive::<Flex>;
+        Ok((tensor(p), Some(AdamState::new(AdaptiveMomentumState::new(time, tensor(m), tensor(v))))))
+    }
+}
+
 impl Optimizer for Adam {
     type State<const D: usize> = AdamState<D>;
 
@@ -228,8 +308,15 @@ impl Optimizer for Adam {
         lr: LearningRate,
         mut param: Tensor<D>,
         mut grad: Tensor<D>,
-        state: Option<Self::State<D>>,
+        #[cfg_attr(not(feature = "simd"), allow(unused_mut))] mut state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
+        #[cfg(feature = "simd")]
+        if param.device() == Device::flex() {
+            match self.step_flex(lr, param, grad, state) {
+                Ok(done) => return done,
+                Err((p, g, s)) => (param, grad, state) = (p, g, s),
+            }
+        }
         if param.device() == Device::flex() {
             let dtype = param.dtype();
             let same = grad.dtype() == dtype

@@ -6,7 +6,8 @@
 //! copy of them. This op keeps its output `y`, as PyTorch's softmax does, and
 //! backward computes `dx = y·(g − Σ g·y)` over the softmax dimension; a
 //! product that reuses `y` ([`crate::precision::matmul_reusing_lhs`]) then
-//! keeps nothing more.
+//! keeps nothing more. On the CPU both directions are single passes over
+//! each row with a vectorised `exp`.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -14,6 +15,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::{backend_extension, Backend, Dispatch};
 use burn::tensor::Tensor;
 
@@ -24,9 +26,53 @@ pub trait SoftmaxOps: Backend {
     fn softmax_keeping_output(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
         Self::softmax(x, dim)
     }
+
+    /// The input gradient `y·(g − Σ g·y)` (the sum over `dim`) from the
+    /// output `y` and the output gradient `g`.
+    fn softmax_backward(y: FloatTensor<Self>, g: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
+        let dot = Self::float_sum_dim(Self::float_mul(g.clone(), y.clone()), dim);
+        Self::float_mul(y, Self::float_sub(g, dot))
+    }
 }
 
-impl SoftmaxOps for burn::backend::Flex {}
+/// On the CPU backend with the `simd` feature, softmax over the last
+/// dimension of a contiguous f32 tensor, and its backward, run as one pass
+/// per row with a vectorised `exp`, split over the thread pool by rows, in
+/// place where the buffer is free (the scores' sum with the mask forward,
+/// the incoming gradient backward); other cases use the backend's kernels.
+impl SoftmaxOps for burn::backend::Flex {
+    fn softmax_keeping_output(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
+        #[cfg(feature = "simd")]
+        let x = match last_dim_len(&x, dim) {
+            Some(n) => match crate::kernel::apply(&crate::kernel::Softmax(n), x, None) {
+                Ok(y) => return y,
+                Err(x) => x,
+            },
+            None => x,
+        };
+        <Self as burn::backend::ops::ActivationOps<Self>>::softmax(x, dim)
+    }
+
+    fn softmax_backward(y: FloatTensor<Self>, g: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
+        #[cfg(feature = "simd")]
+        let g = match last_dim_len(&y, dim) {
+            Some(n) => match crate::kernel::apply(&crate::kernel::SoftmaxBackward(n), g, Some(&y)) {
+                Ok(dx) => return dx,
+                Err(g) => g,
+            },
+            None => g,
+        };
+        let dot = Self::float_sum_dim(Self::float_mul(g.clone(), y.clone()), dim);
+        Self::float_mul(y, Self::float_sub(g, dot))
+    }
+}
+
+/// The length of `t`'s last dimension when `dim` is it and it is not empty.
+#[cfg(feature = "simd")]
+fn last_dim_len(t: &burn::backend::flex::FlexTensor, dim: usize) -> Option<usize> {
+    let dims = t.layout().shape();
+    (dims.num_dims() == dim + 1 && dims[dim] > 0).then(|| dims[dim])
+}
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 impl SoftmaxOps for burn::backend::Cube {}
@@ -34,7 +80,7 @@ impl SoftmaxOps for burn::backend::Cube {}
 #[derive(Debug)]
 struct SoftmaxBackward;
 
-impl<B: Backend> Backward<B, 1> for SoftmaxBackward {
+impl<B: SoftmaxOps> Backward<B, 1> for SoftmaxBackward {
     type State = (FloatTensor<B>, usize);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
@@ -42,8 +88,7 @@ impl<B: Backend> Backward<B, 1> for SoftmaxBackward {
         let (y, dim) = ops.state;
         let g = grads.consume::<B>(&ops.node);
         if let Some(node) = node {
-            let dot = B::float_sum_dim(B::float_mul(g.clone(), y.clone()), dim);
-            grads.register::<B>(node.id, B::float_mul(y, B::float_sub(g, dot)));
+            grads.register::<B>(node.id, B::softmax_backward(y, g, dim));
         }
     }
 }
