@@ -1,6 +1,6 @@
 //! The CPU backend's f32 loops behind [`crate::activation::gelu`],
-//! [`crate::activation::softmax`], [`crate::norm::layer_norm`]'s backward
-//! and [`crate::optim::Adam`]: a rational `erf`, `exp` of non-positive
+//! [`crate::activation::softmax`], [`crate::norm::layer_norm`]'s backward,
+//! [`crate::precision::linear`]'s bias and [`crate::optim::Adam`]: a rational `erf`, `exp` of non-positive
 //! numbers, and the loops that apply them. Each loop is compiled for the
 //! widest vector instructions the CPU has (AVX-512, AVX2 + FMA, NEON, …
 //! chosen at run time through `pulp`), written as plain arithmetic without
@@ -167,6 +167,23 @@ impl Kernel for GeluBackward {
     fn run(&self, out: &mut [f32], x: &[f32]) {
         for (g, &x) in out.iter_mut().zip(x) {
             *g *= gelu_derivative(x);
+        }
+    }
+}
+
+/// `y = y + b` for each row of `b.len()` elements (a linear layer's bias).
+pub(crate) struct AddRow<'a>(pub(crate) &'a [f32]);
+
+impl Kernel for AddRow<'_> {
+    fn row(&self) -> usize {
+        self.0.len()
+    }
+    #[inline(always)]
+    fn run(&self, out: &mut [f32], _: &[f32]) {
+        for row in out.chunks_exact_mut(self.0.len()) {
+            for (y, &b) in row.iter_mut().zip(self.0) {
+                *y += b;
+            }
         }
     }
 }

@@ -97,9 +97,14 @@ impl Lora {
     /// [`precision::autocast`] the input is cast to the compute type before
     /// the dropout (which `A`'s product would do after it), so the dropout's
     /// mask and output, kept for backward, take half the bytes.
+    ///
+    /// The scaling is applied to the `r`-wide `x·A` rather than to the
+    /// output (peft scales the output): the same product up to rounding,
+    /// exactly the same for a power-of-two `alpha / r`, at `r` instead of
+    /// `out` multiplications per row, forward and backward.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let down = precision::linear(&self.lora_A, self.dropout.forward(precision::to_compute(x)));
-        precision::linear(&self.lora_B, down).mul_scalar(self.scaling)
+        precision::linear(&self.lora_B, down.mul_scalar(self.scaling))
     }
 
     /// `ΔW = scaling · A·B` in Burn's `[in, out]` layout.

@@ -72,6 +72,7 @@ use alloc::vec::Vec;
 
 use crate::params::scale_grads;
 
+mod bias;
 mod cast_matmul;
 
 /// The floating-point type compute runs in.
@@ -224,7 +225,16 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let p = current();
     if !p.is_reduced() {
         let x = to_f32(x);
-        return if D > 2 { fold_rows(x, |x| layer.forward(x)) } else { layer.forward(x) };
+        // `x·W + b` as Burn's `Linear` computes it, with the bias added by
+        // one op (in place and split over the threads on the CPU).
+        let forward = |x: Tensor<2>| {
+            let y = x.matmul(layer.weight.val());
+            match &layer.bias {
+                Some(b) => bias::add_bias(y, b.val()),
+                None => y,
+            }
+        };
+        return if D >= 2 { fold_rows(x, forward) } else { layer.forward(x) };
     }
     let dt = p.dtype();
     cast_matmul::linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), dt)
