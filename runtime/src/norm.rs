@@ -39,7 +39,6 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
 use burn::nn::LayerNorm;
 use burn::tensor::{DType, Shape, Tensor};
@@ -57,14 +56,20 @@ pub trait LayerNormOps: Backend {
     /// input `x`, the output gradient `g` and `γ`, the row statistics
     /// recomputed from `x`.
     fn layer_norm_input_grad(x: FloatTensor<Self>, g: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
-        let shape = x.shape();
-        let last = shape.num_dims() - 1;
-        let (xhat, rstd) = normalized::<Self>(x, epsilon);
-        let gx = Self::float_mul(g, Self::float_reshape(gamma, row_shape(&shape)));
-        let m1 = Self::float_mean_dim(gx.clone(), last);
-        let m2 = Self::float_mean_dim(Self::float_mul(gx.clone(), xhat.clone()), last);
-        Self::float_mul(Self::float_sub(Self::float_sub(gx, m1), Self::float_mul(xhat, m2)), rstd)
+        input_grad::<Self>(x, g, gamma, epsilon)
     }
+}
+
+/// [`LayerNormOps::layer_norm_input_grad`] composed of the backend's float
+/// ops.
+fn input_grad<B: Backend>(x: FloatTensor<B>, g: FloatTensor<B>, gamma: FloatTensor<B>, epsilon: f64) -> FloatTensor<B> {
+    let shape = x.shape();
+    let last = shape.num_dims() - 1;
+    let (xhat, rstd) = normalized::<B>(x, epsilon);
+    let gx = B::float_mul(g, B::float_reshape(gamma, row_shape(&shape)));
+    let m1 = B::float_mean_dim(gx.clone(), last);
+    let m2 = B::float_mean_dim(B::float_mul(gx.clone(), xhat.clone()), last);
+    B::float_mul(B::float_sub(B::float_sub(gx, m1), B::float_mul(xhat, m2)), rstd)
 }
 
 /// `(x̂, σ⁻¹)` of `x` over its last dimension, as the forward pass computed
@@ -98,13 +103,7 @@ impl LayerNormOps for burn::backend::Flex {
                 _ => g,
             }
         };
-        let shape = x.shape();
-        let last = shape.num_dims() - 1;
-        let (xhat, rstd) = normalized::<Self>(x, epsilon);
-        let gx = Self::float_mul(g, Self::float_reshape(gamma, row_shape(&shape)));
-        let m1 = Self::float_mean_dim(gx.clone(), last);
-        let m2 = Self::float_mean_dim(Self::float_mul(gx.clone(), xhat.clone()), last);
-        Self::float_mul(Self::float_sub(Self::float_sub(gx, m1), Self::float_mul(xhat, m2)), rstd)
+        input_grad::<Self>(x, g, gamma, epsilon)
     }
 }
 

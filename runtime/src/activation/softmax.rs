@@ -15,7 +15,6 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::{backend_extension, Backend, Dispatch};
 use burn::tensor::Tensor;
 
@@ -30,9 +29,14 @@ pub trait SoftmaxOps: Backend {
     /// The input gradient `y·(g − Σ g·y)` (the sum over `dim`) from the
     /// output `y` and the output gradient `g`.
     fn softmax_backward(y: FloatTensor<Self>, g: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
-        let dot = Self::float_sum_dim(Self::float_mul(g.clone(), y.clone()), dim);
-        Self::float_mul(y, Self::float_sub(g, dot))
+        composed_backward::<Self>(y, g, dim)
     }
+}
+
+/// [`SoftmaxOps::softmax_backward`] composed of the backend's float ops.
+fn composed_backward<B: Backend>(y: FloatTensor<B>, g: FloatTensor<B>, dim: usize) -> FloatTensor<B> {
+    let dot = B::float_sum_dim(B::float_mul(g.clone(), y.clone()), dim);
+    B::float_mul(y, B::float_sub(g, dot))
 }
 
 /// On the CPU backend with the `simd` feature, softmax over the last
@@ -62,8 +66,7 @@ impl SoftmaxOps for burn::backend::Flex {
             },
             None => g,
         };
-        let dot = Self::float_sum_dim(Self::float_mul(g.clone(), y.clone()), dim);
-        Self::float_mul(y, Self::float_sub(g, dot))
+        composed_backward::<Self>(y, g, dim)
     }
 }
 
