@@ -282,9 +282,10 @@ impl BertSelfAttention {
             let out = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default());
             return out.swap_dims(1, 2).reshape([b, l, h]);
         }
-        // Scores in the compute type; mask and softmax in fp32 (autocast's lists).
-        let scores = to_f32(matmul(q, k.swap_dims(2, 3))).div_scalar((dh as f64).sqrt()) + mask_bias;
-        let probs = precision::softmax(scores, 3);
+        // Scores in the compute type; scaling, mask and softmax as one fp32
+        // op (autocast's lists).
+        let scores = matmul(q, k.swap_dims(2, 3));
+        let probs = precision::attention_softmax(scores, 1.0 / (dh as f32).sqrt(), Some(mask_bias.reshape([b, l])));
         // The softmax keeps its fp32 output for backward: the product reuses
         // it instead of keeping a low-precision copy beside it.
         precision::matmul_reusing_lhs(probs, v).swap_dims(1, 2).reshape([b, l, h])

@@ -10,7 +10,9 @@
 //! backend, keeping only its input; on the CPU it is vectorised.
 //!
 //! [`softmax`] is one differentiable op that keeps only its output for
-//! backward (Burn's decomposition keeps the exponentials and the sums).
+//! backward (Burn's decomposition keeps the exponentials and the sums);
+//! [`attention_softmax`] is the same op with attention's score scaling and
+//! key mask folded in.
 //!
 //! ```
 //! use burn::tensor::{Device, Tensor};
@@ -24,4 +26,4 @@
 mod gelu;
 mod softmax;
 pub use gelu::gelu;
-pub use softmax::softmax;
+pub use softmax::{attention_softmax, softmax};

@@ -145,6 +145,13 @@ pub(crate) trait Kernel: Sync {
     }
     /// The loop; `b` is empty for one-operand kernels.
     fn run(&self, out: &mut [f32], b: &[f32]);
+    /// [`Kernel::run`] over the piece of the buffer that starts at element
+    /// `start`, for kernels whose operands depend on the position.
+    #[inline(always)]
+    fn run_at(&self, start: usize, out: &mut [f32], b: &[f32]) {
+        let _ = start;
+        self.run(out, b);
+    }
 }
 
 /// `y = gelu(y)`.
@@ -198,32 +205,89 @@ impl Kernel for Softmax {
     #[inline(always)]
     fn run(&self, out: &mut [f32], _: &[f32]) {
         for row in out.chunks_exact_mut(self.0) {
-            let max = row_max(row);
-            for v in row.iter_mut() {
-                *v = exp_nonpositive(*v - max);
-            }
-            let inv = 1.0 / row_dot(row, None);
-            for v in row.iter_mut() {
-                *v *= inv;
-            }
+            softmax_row(row);
         }
     }
 }
 
-/// Softmax's input gradient `g = y·(g − Σ g·y)` for each row of `row`
-/// elements, `y` the softmax's output.
-pub(crate) struct SoftmaxBackward(pub(crate) usize);
+/// Softmax of each row of `z = scale·x + bias` in place, `x [B, H, Lq, Lk]`
+/// in rows of `Lk`, `bias [B, Lk]` (empty: none) shared by the `H·Lq` rows
+/// of each of the `B` leading indices — attention's scaled scores plus the
+/// key mask.
+pub(crate) struct AttentionSoftmax<'a> {
+    /// `Lk`.
+    pub(crate) keys: usize,
+    /// The factor on the scores.
+    pub(crate) scale: f32,
+    /// `[B, Lk]`, or empty.
+    pub(crate) bias: &'a [f32],
+    /// `H·Lq`: the rows that share one row of `bias`.
+    pub(crate) rows_per_bias: usize,
+}
+
+impl Kernel for AttentionSoftmax<'_> {
+    fn row(&self) -> usize {
+        self.keys
+    }
+    #[inline(always)]
+    fn run(&self, out: &mut [f32], b: &[f32]) {
+        self.run_at(0, out, b);
+    }
+    #[inline(always)]
+    fn run_at(&self, start: usize, out: &mut [f32], _: &[f32]) {
+        let first = start / self.keys;
+        for (i, row) in out.chunks_exact_mut(self.keys).enumerate() {
+            let at = (first + i) / self.rows_per_bias.max(1) * self.keys;
+            match self.bias.get(at..at + self.keys) {
+                Some(bias) => {
+                    for (z, &b) in row.iter_mut().zip(bias) {
+                        *z = *z * self.scale + b;
+                    }
+                }
+                None => {
+                    for z in row.iter_mut() {
+                        *z *= self.scale;
+                    }
+                }
+            }
+            softmax_row(row);
+        }
+    }
+}
+
+/// Softmax of one row, in place.
+#[inline(always)]
+fn softmax_row(row: &mut [f32]) {
+    let max = row_max(row);
+    for v in row.iter_mut() {
+        *v = exp_nonpositive(*v - max);
+    }
+    let inv = 1.0 / row_dot(row, None);
+    for v in row.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Softmax's input gradient `g = scale·y·(g − Σ g·y)` for each row of
+/// `row` elements, `y` the softmax's output and `scale` the factor its
+/// input was multiplied by (1 for a plain softmax).
+pub(crate) struct SoftmaxBackward {
+    /// Elements of a row.
+    pub(crate) row: usize,
+    /// The factor on the softmax's input.
+    pub(crate) scale: f32,
+}
 
 impl Kernel for SoftmaxBackward {
     fn row(&self) -> usize {
-        self.0
+        self.row
     }
     #[inline(always)]
     fn run(&self, out: &mut [f32], y: &[f32]) {
-        for (g, y) in out.chunks_exact_mut(self.0).zip(y.chunks_exact(self.0)) {
+        for (g, y) in out.chunks_exact_mut(self.row).zip(y.chunks_exact(self.row)) {
             let dot = row_dot(g, Some(y));
             for (g, &y) in g.iter_mut().zip(y) {
-                *g = y * (*g - dot);
+                *g = self.scale * (y * (*g - dot));
             }
         }
     }
@@ -354,6 +418,7 @@ pub(crate) fn adam(update: &AdamUpdate, p: &mut [f32], g: &[f32], m: &mut [f32],
 /// Runs `kernel` compiled for this CPU's widest vector instructions.
 struct Dispatched<'a, K> {
     kernel: &'a K,
+    start: usize,
     out: &'a mut [f32],
     b: &'a [f32],
 }
@@ -362,7 +427,7 @@ impl<K: Kernel> WithSimd for Dispatched<'_, K> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, _simd: S) {
-        self.kernel.run(self.out, self.b);
+        self.kernel.run_at(self.start, self.out, self.b);
     }
 }
 
@@ -375,20 +440,20 @@ const CHUNK: usize = 1 << 14;
 /// [`crate::threads::serial_below`] it stays on one thread — or in one piece
 /// when the buffer is small or without the `parallel` feature.
 pub(crate) fn run<K: Kernel>(kernel: &K, out: &mut [f32], b: &[f32]) {
-    let one = |out: &mut [f32], b: &[f32]| pulp::Arch::new().dispatch(Dispatched { kernel, out, b });
+    let one = |start: usize, out: &mut [f32], b: &[f32]| pulp::Arch::new().dispatch(Dispatched { kernel, start, out, b });
     #[cfg(feature = "parallel")]
     if out.len() > CHUNK {
         use rayon::prelude::*;
         let row = kernel.row().max(1);
         let piece = (CHUNK / row).max(1) * row;
         if b.is_empty() {
-            out.par_chunks_mut(piece).for_each(|o| one(o, &[]));
+            out.par_chunks_mut(piece).enumerate().for_each(|(i, o)| one(i * piece, o, &[]));
         } else {
-            out.par_chunks_mut(piece).zip(b.par_chunks(piece)).for_each(|(o, b)| one(o, b));
+            out.par_chunks_mut(piece).zip(b.par_chunks(piece)).enumerate().for_each(|(i, (o, b))| one(i * piece, o, b));
         }
         return;
     }
-    one(out, b);
+    one(0, out, b);
 }
 
 /// The f32 values of `t`, if it is f32 and its elements are its whole
@@ -506,7 +571,7 @@ mod tests {
             let mut y = x.clone();
             super::run(&super::Softmax(row), &mut y, &[]);
             let mut dx = g.clone();
-            super::run(&super::SoftmaxBackward(row), &mut dx, &y);
+            super::run(&super::SoftmaxBackward { row, scale: 1.0 }, &mut dx, &y);
             for r in 0..rows {
                 let xs = &x[r * row..(r + 1) * row];
                 let max = xs.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
@@ -523,5 +588,50 @@ mod tests {
             }
             assert_eq!(super::Softmax(row).row(), row);
         }
+    }
+
+    /// Attention's softmax of `scale·x + bias` (a bias row per leading
+    /// index, one of its keys masked with `f32::MIN`) and its scaled
+    /// backward against f64, through the pool-split path, where a piece
+    /// starts in the middle of a leading index's rows.
+    #[test]
+    fn attention_softmax_rows() {
+        let (batch, rows_per_bias, keys, scale) = (3usize, 700usize, 24usize, 0.176_776_7f32);
+        let n = batch * rows_per_bias * keys;
+        let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 * 0.02 - 10.0).collect();
+        let g: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 0.002 - 1.0).collect();
+        let bias: Vec<f32> = (0..batch * keys)
+            .map(|i| if i % keys == (i / keys) * 5 { f32::MIN } else { (i % 5) as f32 * 0.3 })
+            .collect();
+        let kernel = super::AttentionSoftmax { keys, scale, bias: &bias, rows_per_bias };
+        let mut y = x.clone();
+        super::run(&kernel, &mut y, &[]);
+        let mut dx = g.clone();
+        super::run(&super::SoftmaxBackward { row: keys, scale }, &mut dx, &y);
+        for r in 0..batch * rows_per_bias {
+            let b = &bias[r / rows_per_bias * keys..][..keys];
+            let z: Vec<f64> = (0..keys).map(|j| f64::from(x[r * keys + j] * scale) + f64::from(b[j])).collect();
+            let max = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+            let sum: f64 = z.iter().map(|&v| libm::exp(v - max)).sum();
+            let ys: Vec<f64> = z.iter().map(|&v| libm::exp(v - max) / sum).collect();
+            let gs = &g[r * keys..(r + 1) * keys];
+            let dot: f64 = gs.iter().zip(&ys).map(|(&g, &y)| f64::from(g) * y).sum();
+            for j in 0..keys {
+                let i = r * keys + j;
+                assert!((f64::from(y[i]) - ys[j]).abs() <= 1e-6, "y[{i}] = {}, exact {}", y[i], ys[j]);
+                let exact = f64::from(scale) * ys[j] * (f64::from(g[i]) - dot);
+                assert!((f64::from(dx[i]) - exact).abs() <= 1e-6, "dx[{i}] = {}, exact {exact}", dx[i]);
+            }
+            if b.contains(&f32::MIN) {
+                assert!((0..keys).any(|j| b[j] == f32::MIN && y[r * keys + j] == 0.0));
+            }
+        }
+        // Without a bias: the scaled softmax alone.
+        let plain = super::AttentionSoftmax { keys, scale, bias: &[], rows_per_bias };
+        let mut y = x[..keys].to_vec();
+        super::run(&plain, &mut y, &[]);
+        let mut expect: Vec<f32> = x[..keys].iter().map(|v| v * scale).collect();
+        super::run(&super::Softmax(keys), &mut expect, &[]);
+        assert_eq!(y, expect);
     }
 }

@@ -328,6 +328,13 @@ pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     crate::activation::softmax(to_f32(x), dim)
 }
 
+/// [`crate::activation::attention_softmax`] in fp32 (autocast's softmax
+/// list): attention's probabilities from its scores, a factor and a
+/// `[batch, keys]` additive key mask.
+pub fn attention_softmax(scores: Tensor<4>, scale: f32, key_bias: Option<Tensor<2>>) -> Tensor<4> {
+    crate::activation::attention_softmax(to_f32(scores), scale, key_bias.map(to_f32))
+}
+
 /// Log-softmax in fp32.
 pub fn log_softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
     burn::tensor::activation::log_softmax(to_f32(x), dim)

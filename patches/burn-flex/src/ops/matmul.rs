@@ -57,6 +57,16 @@ fn checked_size(a: usize, b: usize) -> usize {
 /// 192^3 = ~7M ops - balance between 128x128 (no parallel) and 256x256 (parallel)
 const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 
+/// A product below [`PARALLEL_THRESHOLD`] is still split over the threads
+/// when it does at least this many multiply-adds…
+const SKINNY_PARALLEL_OPS: usize = 1 << 20;
+/// …and its operands and output hold at least this many elements: a skinny
+/// product such as a rank-8 adapter's `[1024, 384] · [384, 8]` (3.1 M
+/// multiply-adds over 1.6 MB) is bound by memory traffic, which two threads
+/// share, while a small square one (`[512, 64] · [64, 64]`, 270 KB) is done
+/// before the pool would wake up.
+const SKINNY_PARALLEL_ELEMENTS: usize = 1 << 18;
+
 /// Threshold for batch-level parallelism (total ops across all batches).
 /// Use batch parallelism when individual matrices are small but total work is large.
 #[cfg(feature = "rayon")]
@@ -65,7 +75,8 @@ const BATCH_PARALLEL_THRESHOLD: usize = 128 * 128 * 128; // ~2M ops total
 /// Get parallelism setting based on matrix size.
 fn get_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     let ops = m.saturating_mul(n).saturating_mul(k);
-    if ops >= PARALLEL_THRESHOLD {
+    let elements = m.saturating_mul(k).saturating_add(k.saturating_mul(n)).saturating_add(m.saturating_mul(n));
+    if ops >= PARALLEL_THRESHOLD || (ops >= SKINNY_PARALLEL_OPS && elements >= SKINNY_PARALLEL_ELEMENTS) {
         #[cfg(feature = "rayon")]
         {
             gemm::Parallelism::Rayon(0) // 0 = use all available threads

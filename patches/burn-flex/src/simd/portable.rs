@@ -8,10 +8,14 @@ use macerator::{Scalar, Simd, VBitAnd, VBitOr, VBitXor, vload_unaligned, vstore_
 #[cfg(feature = "rayon")]
 use rayon::prelude::*;
 
-/// Threshold for parallel execution (elements).
-/// For memory-bound operations, parallelism helps when data exceeds L3 cache.
+/// Threshold for parallel execution (elements): the element-wise ops'
+/// threshold in `ops` (`crate::ops::PARALLEL_THRESHOLD`). Each core reads
+/// and writes its own part from its own L1/L2, so a 1 MB operand (a
+/// residual addition or an accumulated gradient of a small transformer)
+/// already gains from a second thread; at 16 MB, every such operation of
+/// a model that size ran on the calling thread alone.
 #[cfg(feature = "rayon")]
-const PARALLEL_THRESHOLD: usize = 4 * 1024 * 1024;
+const PARALLEL_THRESHOLD: usize = 256 * 1024;
 
 #[cfg(feature = "rayon")]
 const CHUNK_SIZE: usize = 4096;
