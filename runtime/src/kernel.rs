@@ -211,15 +211,15 @@ impl Kernel for Softmax {
 }
 
 /// Softmax of each row of `z = scale·x + bias` in place, `x [B, H, Lq, Lk]`
-/// in rows of `Lk`, `bias [B, Lk]` (empty: none) shared by the `H·Lq` rows
-/// of each of the `B` leading indices — attention's scaled scores plus the
-/// key mask.
+/// in rows of `Lk`, `bias [B, Lk]` shared by the `H·Lq` rows of each of the
+/// `B` leading indices — attention's scaled scores plus the key mask. The
+/// caller checks that `bias` holds `B·Lk` elements.
 pub(crate) struct AttentionSoftmax<'a> {
     /// `Lk`.
     pub(crate) keys: usize,
     /// The factor on the scores.
     pub(crate) scale: f32,
-    /// `[B, Lk]`, or empty.
+    /// `[B, Lk]`.
     pub(crate) bias: &'a [f32],
     /// `H·Lq`: the rows that share one row of `bias`.
     pub(crate) rows_per_bias: usize,
@@ -237,18 +237,9 @@ impl Kernel for AttentionSoftmax<'_> {
     fn run_at(&self, start: usize, out: &mut [f32], _: &[f32]) {
         let first = start / self.keys;
         for (i, row) in out.chunks_exact_mut(self.keys).enumerate() {
-            let at = (first + i) / self.rows_per_bias.max(1) * self.keys;
-            match self.bias.get(at..at + self.keys) {
-                Some(bias) => {
-                    for (z, &b) in row.iter_mut().zip(bias) {
-                        *z = *z * self.scale + b;
-                    }
-                }
-                None => {
-                    for z in row.iter_mut() {
-                        *z *= self.scale;
-                    }
-                }
+            let at = (first + i) / self.rows_per_bias * self.keys;
+            for (z, &b) in row.iter_mut().zip(&self.bias[at..at + self.keys]) {
+                *z = *z * self.scale + b;
             }
             softmax_row(row);
         }
@@ -626,8 +617,9 @@ mod tests {
                 assert!((0..keys).any(|j| b[j] == f32::MIN && y[r * keys + j] == 0.0));
             }
         }
-        // Without a bias: the scaled softmax alone.
-        let plain = super::AttentionSoftmax { keys, scale, bias: &[], rows_per_bias };
+        // A zero bias: the scaled softmax alone.
+        let zeros = alloc::vec![0.0f32; keys];
+        let plain = super::AttentionSoftmax { keys, scale, bias: &zeros, rows_per_bias: 1 };
         let mut y = x[..keys].to_vec();
         super::run(&plain, &mut y, &[]);
         let mut expect: Vec<f32> = x[..keys].iter().map(|v| v * scale).collect();

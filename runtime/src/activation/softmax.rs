@@ -38,8 +38,7 @@ pub trait SoftmaxOps: Backend {
     /// Lk]` and `bias [B, Lk]` broadcast over `H` and `Lq`: the backend's
     /// own ops.
     fn attention_softmax(x: FloatTensor<Self>, scale: f32, bias: FloatTensor<Self>) -> FloatTensor<Self> {
-        let z = scale_and_mask::<Self>(x, scale, bias);
-        Self::softmax_keeping_output(z, 3)
+        composed_attention::<Self>(x, scale, bias)
     }
 }
 
@@ -50,14 +49,14 @@ fn composed_backward<B: Backend>(y: FloatTensor<B>, g: FloatTensor<B>, dim: usiz
     if scale == 1.0 { dx } else { B::float_mul_scalar(dx, scale.into()) }
 }
 
-/// `scale·x + bias` of [`SoftmaxOps::attention_softmax`], composed of the
-/// backend's float ops.
-fn scale_and_mask<B: Backend>(x: FloatTensor<B>, scale: f32, bias: FloatTensor<B>) -> FloatTensor<B> {
+/// [`SoftmaxOps::attention_softmax`] composed of the backend's float ops
+/// (`scale·x + bias`) and its softmax.
+fn composed_attention<B: SoftmaxOps>(x: FloatTensor<B>, scale: f32, bias: FloatTensor<B>) -> FloatTensor<B> {
     let shape = x.shape();
     let [b, _, _, keys] = shape.dims();
     let z = if scale == 1.0 { x } else { B::float_mul_scalar(x, scale.into()) };
     let bias = B::float_expand(B::float_reshape(bias, Shape::from([b, 1, 1, keys])), shape);
-    B::float_add(z, bias)
+    B::softmax_keeping_output(B::float_add(z, bias), 3)
 }
 
 /// On the CPU backend with the `simd` feature, softmax over the last
@@ -109,8 +108,7 @@ impl SoftmaxOps for burn::backend::Flex {
             }
             None => x,
         };
-        let z = scale_and_mask::<Self>(x, scale, bias);
-        Self::softmax_keeping_output(z, 3)
+        composed_attention::<Self>(x, scale, bias)
     }
 }
 
@@ -158,8 +156,7 @@ impl<B: SoftmaxOps, C: CheckpointStrategy> SoftmaxOps for Autodiff<B, C> {
         // A bias that wants a gradient goes through the composition, which
         // Burn differentiates; a constant one (a mask) is the op's input.
         if bias.is_tracked() {
-            let z = scale_and_mask::<Self>(x, scale, bias);
-            return Self::softmax_keeping_output(z, 3);
+            return composed_attention::<Self>(x, scale, bias);
         }
         let prepared = SoftmaxBackward.prepare::<C>([x.node()]).compute_bound().stateful();
         let y = B::attention_softmax(x.into_primitive(), scale, bias.into_primitive());
