@@ -70,6 +70,12 @@ struct Measured {
     allocated_bytes: usize,
 }
 
+/// The training steps below take the model out of its slot and put the
+/// optimizer's result back, as a training loop that owns its model does: a
+/// step given a clone while the original is still held would find every
+/// parameter shared and copy it before updating it.
+const PUT_BACK: &str = "every step puts the model back";
+
 fn timed(t: Timing, mut f: impl FnMut()) -> Measured {
     for _ in 0..t.warmup {
         f();
@@ -154,14 +160,15 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, selection: &Selec
             if !selection.wants(&name) {
                 continue;
             }
-            let mut model = MlpConfig::new(vec![16, h, h, 1]).init(&device);
+            let mut model = Some(MlpConfig::new(vec![16, h, h, 1]).init(&device));
             let mut optimizer = ember_runtime::optim::adamw(0.01).init();
             let x = Tensor::<2>::random([b, 16], normal, &device);
             let y = Tensor::<2>::random([b, 1], normal, &device);
             let ember = timed(timing, || {
-                let loss = mse(model.forward(x.clone()), y.clone());
-                let grads = GradientsParams::from_grads(loss.backward(), &model);
-                model = optimizer.step(1e-4, model.clone(), grads);
+                let m = model.take().expect(PUT_BACK);
+                let loss = mse(m.forward(x.clone()), y.clone());
+                let grads = GradientsParams::from_grads(loss.backward(), &m);
+                model = Some(optimizer.step(1e-4, m, grads));
                 let _ = loss.into_scalar::<f32>();
             });
             let weights = 16 * h + h * h + h;
@@ -177,14 +184,15 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, selection: &Selec
 
     if selection.wants("residual") {
         let (w, blocks, b) = (1024, 32, 256);
-        let mut model = ResidualMlpConfig::new(w, w, 1, blocks).with_batch_norm(false).init(&device);
+        let mut model = Some(ResidualMlpConfig::new(w, w, 1, blocks).with_batch_norm(false).init(&device));
         let mut optimizer = ember_runtime::optim::adamw(0.01).init();
         let x = Tensor::<2>::random([b, w], normal, &device);
         let y = Tensor::<2>::random([b, 1], normal, &device);
         let ember = timed(Timing { warmup: 1, min_iters: 3, seconds: 0.0 }, || {
-            let loss = mse(model.forward(x.clone()), y.clone());
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optimizer.step(1e-4, model.clone(), grads);
+            let m = model.take().expect(PUT_BACK);
+            let loss = mse(m.forward(x.clone()), y.clone());
+            let grads = GradientsParams::from_grads(loss.backward(), &m);
+            model = Some(optimizer.step(1e-4, m, grads));
             let _ = loss.into_scalar::<f32>();
         });
         eprintln!("residual: {:.1} ms", ember.seconds * 1e3);
@@ -220,7 +228,7 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, selection: &Selec
         let encoder = SentenceEncoder::from_dir(model_dir, &device).map_err(|e| e.to_string())?;
         let lora = LoraConfig::new(8).with_alpha(16.0).with_target_modules(vec!["query".into(), "value".into()]);
         let bert = encoder.model().clone().with_lora(&lora, &device);
-        let mut model = ember_runtime::params::materialize(SentenceClassifier::new(bert, 8, &device));
+        let mut model = Some(ember_runtime::params::materialize(SentenceClassifier::new(bert, 8, &device)));
         let mut optimizer = ember_runtime::optim::adamw(0.01).init();
         let (b, tokens) = (16, 64);
         let ids = Tensor::<2, Int>::random([b, tokens], Distribution::Uniform(1000.0, 29000.0), &device);
@@ -228,8 +236,9 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, selection: &Selec
         let labels = Tensor::<1, Int>::from_data(TensorData::new((0..b as i64).map(|i| i % 8).collect::<Vec<_>>(), [b]), &device);
         let batch = (ids, mask, labels);
         let ember = timed(Timing { warmup: 2, min_iters: 5, seconds: timing.seconds }, || {
-            let (out, grads) = forward_backward(&model, &batch, Strategy::None, 1.0);
-            model = optimizer.step(1e-4, model.clone(), grads);
+            let m = model.take().expect(PUT_BACK);
+            let (out, grads) = forward_backward(&m, &batch, Strategy::None, 1.0);
+            model = Some(optimizer.step(1e-4, m, grads));
             let _ = out.loss.into_scalar::<f32>();
         });
         eprintln!("lora step: {:.1} ms", ember.seconds * 1e3);
@@ -252,6 +261,52 @@ struct Round {
     flex_gflops: f64,
     /// The PyTorch script's output.
     torch: serde_json::Value,
+}
+
+/// A speed target of a workload (BENCHMARKS.md states them): Ember's
+/// steps per second at least this many times PyTorch's, Ember's time at most
+/// this fraction of PyTorch's, or Ember's FLOP rate at least this fraction of
+/// the peak-GEMM probe.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Target {
+    Speedup(f64),
+    TimeShare(f64),
+    PeakShare(f64),
+}
+
+/// The targets each workload is held to.
+fn targets(workload: &str) -> &'static [Target] {
+    match workload {
+        "mlp_h64_b32" | "mlp_h64_b512" => &[Target::Speedup(1.5)],
+        "mlp_h1024_b32" => &[Target::Speedup(1.0)],
+        "mlp_h1024_b512" => &[Target::Speedup(1.0), Target::PeakShare(0.7)],
+        "residual" => &[Target::PeakShare(0.7)],
+        "encode_b1" => &[Target::TimeShare(0.8)],
+        "encode_b32" | "lora_step" => &[Target::TimeShare(1.0)],
+        _ => &[],
+    }
+}
+
+/// Whether `target` is met at a speed ratio (PyTorch's time over Ember's)
+/// and a share of the probe's rate, and the text saying so and by how much;
+/// `None` for whether when a figure is missing (no PyTorch side).
+fn verdict(target: Target, speed_ratio: f64, peak_share: Option<f64>) -> (Option<bool>, String) {
+    let (goal, value, met) = match target {
+        Target::Speedup(x) => (format!("≥ {x:.1}×"), format!("{speed_ratio:.2}×"), speed_ratio >= x),
+        Target::TimeShare(x) => (format!("time ≤ {x:.1}× PyTorch's"), format!("{:.2}×", 1.0 / speed_ratio), 1.0 / speed_ratio <= x),
+        Target::PeakShare(x) => {
+            let share = peak_share.unwrap_or(f64::NAN);
+            (format!("≥ {:.0} % of peak", 100.0 * x), format!("{:.0} %", 100.0 * share), share >= x)
+        }
+    };
+    let known = match target {
+        Target::PeakShare(_) => peak_share.is_some_and(f64::is_finite),
+        _ => speed_ratio.is_finite() && speed_ratio > 0.0,
+    };
+    if !known {
+        return (None, format!("{goal}: no figure"));
+    }
+    (Some(met), format!("{goal}: {} ({value})", if met { "met" } else { "missed" }))
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -349,8 +404,8 @@ pub fn speed(
     );
     if !last.rows.is_empty() {
         table.push_str(
-            "\n| workload | Ember (ms) | PyTorch (ms) | speed ratio | Ember GFLOP/s (% of peak) | Ember allocations/step (MiB) |\n\
-             |---|---:|---:|---:|---:|---:|\n",
+            "\n| workload | Ember (ms) | PyTorch (ms) | speed ratio | Ember GFLOP/s (% of peak) | Ember allocations/step (MiB) | target |\n\
+             |---|---:|---:|---:|---:|---:|---|\n",
         );
     }
     let mut json_rows = Vec::new();
@@ -361,8 +416,10 @@ pub fn speed(
         let (e, t, ratio) = (median(ember_s.clone()), median(torch_s.clone()), median(ratios.clone()));
         let (lo, hi) = ratios.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
         let rate = r.flops.map(|f| f / e / 1e9);
+        let verdicts: Vec<(Option<bool>, String)> = targets(&r.name).iter().map(|&x| verdict(x, ratio, rate.map(|g| g / peak))).collect();
+        let target_text = if verdicts.is_empty() { "—".to_string() } else { verdicts.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join("; ") };
         table.push_str(&format!(
-            "| {} | {:.3} | {:.3} | {:.2}×{} | {} | {} ({:.1}) |\n",
+            "| {} | {:.3} | {:.3} | {:.2}×{} | {} | {} ({:.1}) | {target_text} |\n",
             r.what,
             e * 1e3,
             t * 1e3,
@@ -377,6 +434,7 @@ pub fn speed(
             "ember_seconds": e, "pytorch_seconds": t, "speed_ratio": ratio,
             "ember_seconds_per_round": ember_s, "pytorch_seconds_per_round": torch_s, "speed_ratio_per_round": ratios,
             "ember_gflops": rate, "allocations_per_call": r.ember.allocations, "allocated_bytes_per_call": r.ember.allocated_bytes,
+            "targets": verdicts.iter().map(|(met, text)| serde_json::json!({ "target": text, "met": met })).collect::<Vec<_>>(),
         }));
     }
     let mut json_shapes = Vec::new();
@@ -467,4 +525,28 @@ pub fn devices(model_dir: &Path, backend: ember_runtime::device::Backend, timing
         std::fs::write(path, serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_say_whether_they_are_met_and_by_how_much() {
+        assert_eq!(verdict(Target::Speedup(1.5), 3.49, None), (Some(true), "≥ 1.5×: met (3.49×)".into()));
+        assert_eq!(verdict(Target::Speedup(1.0), 0.88, Some(0.61)), (Some(false), "≥ 1.0×: missed (0.88×)".into()));
+        // A speed ratio of 1.25 is Ember in 0.80× PyTorch's time.
+        assert_eq!(verdict(Target::TimeShare(0.8), 1.25, None), (Some(true), "time ≤ 0.8× PyTorch's: met (0.80×)".into()));
+        assert_eq!(verdict(Target::TimeShare(1.0), 0.79, None), (Some(false), "time ≤ 1.0× PyTorch's: missed (1.27×)".into()));
+        assert_eq!(verdict(Target::PeakShare(0.7), 1.05, Some(0.56)), (Some(false), "≥ 70 % of peak: missed (56 %)".into()));
+        assert_eq!(verdict(Target::PeakShare(0.7), f64::NAN, Some(0.71)), (Some(true), "≥ 70 % of peak: met (71 %)".into()));
+        // Without PyTorch's side there is no ratio and no probe.
+        assert_eq!(verdict(Target::Speedup(1.5), f64::NAN, None).0, None);
+        assert_eq!(verdict(Target::PeakShare(0.7), f64::NAN, Some(f64::NAN)).0, None);
+        // Every workload with a target is one the bench runs.
+        for w in ["mlp_h64_b32", "mlp_h64_b512", "mlp_h1024_b32", "mlp_h1024_b512", "residual", "encode_b1", "encode_b32", "lora_step"] {
+            assert!(!targets(w).is_empty(), "{w}");
+        }
+        assert!(targets("mlp_h256_b32").is_empty());
+    }
 }
