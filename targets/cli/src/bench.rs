@@ -274,7 +274,10 @@ fn time_steps<const N: usize, M: Segmented<N>>(
             });
             let overflow = scaler.is_enabled() && scaler.unscale(&model, &mut grads).found_inf;
             scaler.update(overflow);
-            if overflow { model.clone() } else { optimizer.step(1e-4, model.clone(), grads) }
+            // The step owns the model (moved into this closure and put back
+            // below): a clone with the original still held would make the
+            // optimizer copy every shared parameter before updating it.
+            if overflow { model } else { optimizer.step(1e-4, model, grads) }
         });
         let elapsed = t.elapsed().as_secs_f64();
         model = m;
