@@ -8,8 +8,9 @@
 //! tokens); MiniLM encode latency at batch 1 and 32; and a peak-GEMM probe
 //! (the best f32 matmul rate of PyTorch's BLAS, and of Burn's flex backend,
 //! on square sizes 256–2048; the higher of the two is the machine's
-//! reachable peak) so training steps are also expressed as a fraction of it. Each Ember step's allocations
-//! (count and bytes) are reported from the counting global allocator.
+//! reachable peak) so training steps are also expressed as a fraction of
+//! it. Each Ember step's allocations (count and bytes) are reported from
+//! the counting global allocator.
 //! `gemm_shapes` times the matrix products inside those steps alone, on one
 //! thread and on all, to tell the GEMM kernel's share of a gap from the
 //! rest of the step. `--rounds N` alternates the two sides N times and
