@@ -305,7 +305,8 @@ fn reachable_peak(torch_gflops: f64, flex_gflops: f64) -> (f64, &'static str) {
 
 /// Whether `target` is met at a speed ratio (PyTorch's time over Ember's)
 /// and a share of the probe's rate, and the text saying so and by how much;
-/// `None` for whether when a figure is missing (no PyTorch side).
+/// `None` for whether when a figure is missing (no PyTorch side for a
+/// ratio, no probe for a share of the peak).
 fn verdict(target: Target, speed_ratio: f64, peak_share: Option<f64>) -> (Option<bool>, String) {
     let (goal, value, met) = match target {
         Target::Speedup(x) => (format!("≥ {x:.1}×"), format!("{speed_ratio:.2}×"), speed_ratio >= x),
@@ -561,7 +562,7 @@ mod tests {
         assert_eq!(verdict(Target::PeakShare(0.7), f64::NAN, Some(0.71)), (Some(true), "≥ 70 % of peak: met (71.0 %)".into()));
         // Just below the target reads as below it, not as "70 %".
         assert_eq!(verdict(Target::PeakShare(0.7), 2.68, Some(0.697)), (Some(false), "≥ 70 % of peak: missed (69.7 %)".into()));
-        // Without PyTorch's side there is no ratio and no probe.
+        // Without PyTorch's side there is no ratio; without a probe, no share.
         assert_eq!(verdict(Target::Speedup(1.5), f64::NAN, None).0, None);
         assert_eq!(verdict(Target::PeakShare(0.7), f64::NAN, Some(f64::NAN)).0, None);
         // Every workload with a target is one the bench runs.
