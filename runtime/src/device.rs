@@ -156,6 +156,7 @@ struct Adapter {
     backend: Backend,
     device: Device,
     description: String,
+    api: Option<GraphicsApi>,
     f16: bool,
 }
 
@@ -199,8 +200,21 @@ fn init_wgpu(backend: Backend, api: burn::tensor::wgpu::WgpuBackend) -> Result<D
         info.driver_info,
         if f16 { "yes" } else { "no" }
     );
-    started.push(Adapter { backend, device: device.clone(), description, f16 });
+    started.push(Adapter { backend, device: device.clone(), description, api: api_of(setup.backend), f16 });
     Ok(device)
+}
+
+#[cfg(feature = "wgpu")]
+fn api_of(backend: burn::tensor::wgpu::wgpu::Backend) -> Option<GraphicsApi> {
+    use burn::tensor::wgpu::wgpu::Backend as Api;
+    match backend {
+        Api::Vulkan => Some(GraphicsApi::Vulkan),
+        Api::Metal => Some(GraphicsApi::Metal),
+        Api::Dx12 => Some(GraphicsApi::Dx12),
+        Api::Gl => Some(GraphicsApi::Gl),
+        Api::BrowserWebGpu => Some(GraphicsApi::WebGpu),
+        Api::Noop => None,
+    }
 }
 
 /// Whether `backend` computes in `precision`'s dtype: always for fp32 and on
@@ -217,6 +231,51 @@ pub fn supports(backend: Backend, precision: crate::precision::Precision) -> boo
         (_, Precision::F16) => adapter(backend, |a| a.f16).unwrap_or(false),
         #[allow(unreachable_patterns)]
         _ => false,
+    }
+}
+
+/// The graphics API under a wgpu device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum GraphicsApi {
+    /// Vulkan (Linux, Windows, Android; Mesa's lavapipe on the CPU).
+    Vulkan,
+    /// Apple's Metal.
+    Metal,
+    /// DirectX 12.
+    Dx12,
+    /// OpenGL (ES), through EGL or WGL.
+    Gl,
+    /// The browser's WebGPU.
+    WebGpu,
+}
+
+impl GraphicsApi {
+    /// Lower-case name, as `ember devices --format json` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            GraphicsApi::Vulkan => "vulkan",
+            GraphicsApi::Metal => "metal",
+            GraphicsApi::Dx12 => "dx12",
+            GraphicsApi::Gl => "gl",
+            GraphicsApi::WebGpu => "webgpu",
+        }
+    }
+}
+
+/// The graphics API a wgpu backend settled on when [`init`] brought it up;
+/// `None` before that, for the CPU and CUDA, and in builds without wgpu.
+/// [`Backend::Wgpu`] takes OpenGL only where no other API has an adapter
+/// (Mesa's EGL on a machine without a Vulkan driver, say).
+pub fn graphics_api(backend: Backend) -> Option<GraphicsApi> {
+    #[cfg(feature = "wgpu")]
+    {
+        adapter(backend, |a| a.api).flatten()
+    }
+    #[cfg(not(feature = "wgpu"))]
+    {
+        let _ = backend;
+        None
     }
 }
 

