@@ -68,6 +68,103 @@ fn minilm_embeddings_match_sentence_transformers() {
     assert_close("batch size 1", &flat, &expected[..4 * 384], MINILM_F32);
 }
 
+/// Other sentence-transformers configurations of the same weights: the
+/// pooling modes and the Normalize module are read from the directory.
+/// sentence-transformers' own embeddings under the same configuration are
+/// the reference, to 1e-4 (the acceptance bound), unnormalised ones
+/// included (values up to 3.7 for mean-sqrt-len).
+const POOLING_F32: Tol = Tol { name: "POOLING_F32", rtol: 0.0, atol: 1e-4 };
+
+/// A model directory in the temporary directory: all-MiniLM-L6-v2's weights
+/// and tokenizer (hard links, or copies across file systems), and the
+/// sentence-transformers configuration of `tests/fixtures/pooling/{variant}`.
+fn assemble_variant(variant: &str, tag: &str) -> std::path::PathBuf {
+    let src = minilm_dir();
+    let dir = std::env::temp_dir().join(format!("ember-pooling-{variant}-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"] {
+        std::fs::hard_link(src.join(file), dir.join(file)).or_else(|_| std::fs::copy(src.join(file), dir.join(file)).map(drop)).unwrap();
+    }
+    let configs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pooling").join(variant);
+    for file in ["modules.json", "sentence_bert_config.json", "1_Pooling/config.json"] {
+        std::fs::copy(configs.join(file), dir.join(file)).unwrap_or_else(|e| panic!("{}: {e}", configs.join(file).display()));
+    }
+    dir
+}
+
+#[test]
+fn every_pooling_configuration_matches_sentence_transformers() {
+    use ember::models::pooling::PoolingMode;
+    let fixture_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pooling_embeddings.safetensors");
+    let f = Fixture::load("pooling_embeddings.safetensors");
+    let texts = sentences(fixture_path);
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let expected_modes = [
+        ("cls_normalized", vec![PoolingMode::Cls], true),
+        ("max_normalized", vec![PoolingMode::Max], true),
+        ("mean_sqrt_len", vec![PoolingMode::MeanSqrtLen], false),
+        ("mean_unnormalized", vec![PoolingMode::Mean], false),
+        ("weightedmean_normalized", vec![PoolingMode::WeightedMean], true),
+        ("lasttoken", vec![PoolingMode::LastToken], false),
+        ("cls_and_mean_normalized", vec![PoolingMode::Cls, PoolingMode::Mean], true),
+    ];
+    for (variant, modes, normalizes) in expected_modes {
+        let dir = assemble_variant(variant, "parity");
+        let encoder = SentenceEncoder::from_dir(&dir, &Device::flex()).unwrap_or_else(|e| panic!("{variant}: {e}"));
+        assert_eq!((encoder.pooling().modes(), encoder.normalizes()), (modes.as_slice(), normalizes), "{variant}");
+        assert_eq!(encoder.dim(), 384 * modes.len(), "{variant}");
+        // Batches of 3, not sentence-transformers' 4 sorted by length: other
+        // padding, the same result.
+        let emb = encoder.encode(&refs, 3).unwrap();
+        let got: Vec<f64> = emb.iter().flatten().map(|&v| v as f64).collect();
+        let (expected, shape) = f.values(variant);
+        assert_eq!(shape, vec![texts.len(), encoder.dim()], "{variant}");
+        assert_close(variant, &got, &expected, POOLING_F32);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// What Ember cannot run is an error naming it, never a silent default: an
+/// unknown module type, an unknown pooling setting, a pooling width that is
+/// not the model's, and BERT settings the encoder does not implement.
+#[test]
+fn unsupported_configurations_are_errors_naming_the_field() {
+    let dir = assemble_variant("mean_unnormalized", "errors");
+    let error = |dir: &std::path::Path| SentenceEncoder::from_dir(dir, &Device::flex()).unwrap_err().to_string();
+    let original = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap();
+    let (modules, pooling, config) = (original("modules.json"), original("1_Pooling/config.json"), original("config.json"));
+    let edits: [(&str, String, &str); 6] = [
+        (
+            "modules.json",
+            modules.replacen("sentence_transformers.models.Pooling", "sentence_transformers.models.Dense", 1),
+            "has type `sentence_transformers.models.Dense`, which Ember does not run",
+        ),
+        ("1_Pooling/config.json", pooling.replacen("\"include_prompt\"", "\"pooling_mode_attention\"", 1), "unknown pooling setting `pooling_mode_attention`"),
+        ("1_Pooling/config.json", pooling.replacen("384", "768", 1), "`word_embedding_dimension` is 768, but the model's hidden_size is 384"),
+        ("config.json", config.replacen("\"absolute\"", "\"relative_key\"", 1), "`position_embedding_type` is \"relative_key\""),
+        ("config.json", config.replacen("\"gelu\"", "\"gelu_new\"", 1), "`hidden_act` is \"gelu_new\""),
+        ("config.json", config.replacen("\"bert\"", "\"roberta\"", 1), "`model_type` is \"roberta\""),
+    ];
+    for (file, edited, needle) in edits {
+        assert_ne!(edited, original(file), "the edit of {file} for {needle:?} changed nothing");
+        // Replace the file (it may be a hard link to the cached model's).
+        std::fs::remove_file(dir.join(file)).unwrap();
+        std::fs::write(dir.join(file), &edited).unwrap();
+        let e = error(&dir);
+        assert!(e.contains(needle) && e.contains(file.rsplit('/').next().unwrap()), "{file}: {e}");
+        std::fs::remove_file(dir.join(file)).unwrap();
+        std::fs::write(dir.join(file), match file {
+            "modules.json" => &modules,
+            "config.json" => &config,
+            _ => &pooling,
+        })
+        .unwrap();
+    }
+    assert!(SentenceEncoder::from_dir(&dir, &Device::flex()).is_ok(), "the restored directory loads");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn model_dir_without_tokenizer_is_a_clear_error() {
     let src = minilm_dir();
@@ -94,8 +191,10 @@ fn minilm_with_f16_weights_computed_in_f32() {
     // and Hugging Face names, then loads that directory (cast back to f32).
     let encoder = SentenceEncoder::from_dir(&src, &Device::flex()).unwrap();
     let dir = std::env::temp_dir().join(format!("ember-minilm-f16-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for name in ["config.json", "tokenizer.json", "sentence_bert_config.json"] {
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    // The sentence-transformers files too: without `modules.json` a
+    // directory gets a plain Hugging Face model's mean pooling, unnormalised.
+    for name in ["config.json", "tokenizer.json", "sentence_bert_config.json", "modules.json", "1_Pooling/config.json"] {
         std::fs::copy(src.join(name), dir.join(name)).unwrap();
     }
     let options = SaveOptions {

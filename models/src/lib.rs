@@ -10,6 +10,7 @@
 //!   running variance — Burn's own `BatchNorm` keeps the biased one).
 //! * [`cnn`]: a small CNN for 8×8 images.
 //! * [`bert`]: a BERT encoder with Hugging Face names, mean pooling, L2 norm.
+//! * [`pooling`]: every pooling mode of sentence-transformers' `Pooling`.
 //! * [`sentence`] (std): a sentence encoder loaded from a local Hugging Face
 //!   directory (all-MiniLM-L6-v2 and other BERT sentence-transformers).
 //! * [`residual`]: residual MLP blocks (batch norm + skip connections).
@@ -30,6 +31,7 @@ mod error;
 #[cfg(feature = "fetch")]
 pub mod fetch;
 pub mod mlp;
+pub mod pooling;
 pub mod residual;
 #[cfg(feature = "std")]
 pub mod sentence;

@@ -1,14 +1,25 @@
 //! Sentence embeddings from a Hugging Face / sentence-transformers model
 //! directory (std only): `config.json`, `model.safetensors`,
-//! `tokenizer.json`, and optionally `sentence_bert_config.json`
-//! (`max_seq_length`).
+//! `tokenizer.json`, and the sentence-transformers files when present —
+//! `modules.json`, the pooling module's `config.json` and
+//! `sentence_bert_config.json` (`max_seq_length`, `do_lower_case`).
 //!
 //! Tokenisation is done by the `tokenizers` crate from `tokenizer.json`, the
 //! same implementation the Python library uses. As sentence-transformers
-//! does, texts are truncated to `max_seq_length` word-pieces (256 for
-//! all-MiniLM-L6-v2, overriding the 128 stored in `tokenizer.json`), each
-//! batch is padded to its longest text, and the embedding is the mean of the
-//! token states under the attention mask, L2-normalised.
+//! does, texts are lower-cased first when `do_lower_case` says so, truncated
+//! to `max_seq_length` word-pieces (256 for all-MiniLM-L6-v2, overriding the
+//! 128 stored in `tokenizer.json`), and each batch is padded to its longest
+//! text. The embedding is what the directory's modules make of the token
+//! states: `modules.json` lists a `Transformer`, then a `Pooling` module
+//! (every pooling mode sentence-transformers has: [`PoolingMode`]), then
+//! optionally `Normalize` (L2). Any other module type is an error naming it.
+//! A directory without `modules.json` gets what sentence-transformers gives
+//! a plain Hugging Face model: mean pooling, not normalised.
+//!
+//! `config.json` is checked for what the BERT encoder cannot run: a
+//! `model_type` other than `bert`, `hidden_act` other than `gelu`, a
+//! `position_embedding_type` other than `absolute` — each an error naming
+//! the field.
 
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -19,7 +30,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use ember_runtime::io::{LoadOptions, load_safetensors};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
-use crate::bert::{BertConfig, BertModel, HF_REMAP, l2_normalize, mean_pool};
+use crate::bert::{BertConfig, BertModel, HF_REMAP, l2_normalize};
+use crate::pooling::{Pooling, PoolingMode};
 use crate::Error;
 
 /// A BERT-family sentence encoder loaded from a local directory.
@@ -29,8 +41,118 @@ pub struct SentenceEncoder {
     tokenizer: Tokenizer,
     config: BertConfig,
     max_seq_length: usize,
+    do_lower_case: bool,
+    pooling: Pooling,
+    normalize: bool,
     device: Device,
     name: String,
+}
+
+/// The module types Ember runs, in the order it runs them.
+const TRANSFORMER: &str = "sentence_transformers.models.Transformer";
+const POOLING: &str = "sentence_transformers.models.Pooling";
+const NORMALIZE: &str = "sentence_transformers.models.Normalize";
+
+fn config_error(path: &Path, message: String) -> Error {
+    Error::Config { path: path.display().to_string(), message }
+}
+
+/// The pooling and whether `Normalize` follows, from `dir/modules.json`;
+/// mean pooling without normalisation when there is no such file.
+fn read_modules(dir: &Path, hidden_size: usize) -> Result<(Pooling, bool), Error> {
+    let path = dir.join("modules.json");
+    if !path.is_file() {
+        return Ok((Pooling::mean(), false));
+    }
+    let raw = json(&path)?;
+    let mut modules: Vec<&serde_json::Value> =
+        raw.as_array().ok_or_else(|| config_error(&path, "expected a list of modules".into()))?.iter().collect();
+    modules.sort_by_key(|m| m.get("idx").and_then(serde_json::Value::as_u64).unwrap_or(u64::MAX));
+    let (mut pooling, mut normalize) = (None, false);
+    for (i, module) in modules.iter().enumerate() {
+        let text = |key: &str| module.get(key).and_then(serde_json::Value::as_str);
+        let kind = text("type").ok_or_else(|| config_error(&path, format!("module {i} has no string `type`")))?;
+        let name = text("name").unwrap_or("?");
+        match (i, kind) {
+            (0, TRANSFORMER) => {}
+            (1, POOLING) => {
+                let config = dir.join(text("path").unwrap_or("")).join("config.json");
+                pooling = Some(read_pooling(&config, hidden_size)?);
+            }
+            (2, NORMALIZE) => normalize = true,
+            (_, TRANSFORMER | POOLING | NORMALIZE) => {
+                return Err(config_error(
+                    &path,
+                    format!("module `{name}` ({kind}) is at position {i}: Ember runs Transformer, Pooling and Normalize in that order"),
+                ));
+            }
+            (_, other) => {
+                return Err(config_error(
+                    &path,
+                    format!("module `{name}` has type `{other}`, which Ember does not run (it runs {TRANSFORMER}, {POOLING} and {NORMALIZE})"),
+                ));
+            }
+        }
+    }
+    let pooling = pooling.ok_or_else(|| config_error(&path, format!("no {POOLING} module after the {TRANSFORMER}: nothing makes a sentence vector")))?;
+    Ok((pooling, normalize))
+}
+
+/// A sentence-transformers pooling configuration, read as the Python
+/// `Pooling(**config)` would: mean pooling unless its key says otherwise,
+/// `pooling_mode` (a name) overriding the flags; an unknown key is an error.
+fn read_pooling(path: &Path, hidden_size: usize) -> Result<Pooling, Error> {
+    let raw = json(path)?;
+    let fields = raw.as_object().ok_or_else(|| config_error(path, "expected a JSON object".into()))?;
+    let mut on: Vec<PoolingMode> = if fields.contains_key(PoolingMode::Mean.config_key()) { Vec::new() } else { alloc::vec![PoolingMode::Mean] };
+    let mut named = None;
+    for (key, value) in fields {
+        let flag = || value.as_bool().ok_or_else(|| config_error(path, format!("`{key}` must be true or false")));
+        if let Some(mode) = PoolingMode::ALL.into_iter().find(|m| m.config_key() == key) {
+            if flag()? {
+                on.push(mode);
+            }
+            continue;
+        }
+        match key.as_str() {
+            "word_embedding_dimension" => {
+                if value.as_u64() != Some(hidden_size as u64) {
+                    return Err(config_error(path, format!("`word_embedding_dimension` is {value}, but the model's hidden_size is {hidden_size}")));
+                }
+            }
+            // Prompts are not added by Ember, so there is none to leave out.
+            "include_prompt" => {
+                flag()?;
+            }
+            "pooling_mode" => {
+                let mode = match value.as_str().map(str::to_lowercase).as_deref() {
+                    Some("cls") => PoolingMode::Cls,
+                    Some("max") => PoolingMode::Max,
+                    Some("mean") => PoolingMode::Mean,
+                    Some("mean_sqrt_len_tokens") => PoolingMode::MeanSqrtLen,
+                    Some("weightedmean") => PoolingMode::WeightedMean,
+                    Some("lasttoken") => PoolingMode::LastToken,
+                    _ => return Err(config_error(path, format!("`pooling_mode` {value} is not one of cls, max, mean, mean_sqrt_len_tokens, weightedmean, lasttoken"))),
+                };
+                named = Some(mode);
+            }
+            other => return Err(config_error(path, format!("unknown pooling setting `{other}`"))),
+        }
+    }
+    let modes = named.map_or(on, |m| alloc::vec![m]);
+    Pooling::new(&modes).ok_or_else(|| config_error(path, "no pooling mode is switched on".into()))
+}
+
+/// Rejects what the BERT encoder cannot run, naming the field.
+fn check_architecture(raw: &serde_json::Value, path: &Path) -> Result<(), Error> {
+    for (key, supported) in [("model_type", "bert"), ("hidden_act", "gelu"), ("position_embedding_type", "absolute")] {
+        match raw.get(key) {
+            None => {}
+            Some(v) if v.as_str() == Some(supported) => {}
+            Some(v) => return Err(config_error(path, format!("`{key}` is {v}: Ember's BERT encoder runs only \"{supported}\""))),
+        }
+    }
+    Ok(())
 }
 
 fn read(path: &Path) -> Result<String, Error> {
@@ -95,6 +217,7 @@ impl SentenceEncoder {
             }
         }
         let raw = json(&config_path)?;
+        check_architecture(&raw, &config_path)?;
         let mut config = BertConfig::new(
             field(&raw, &config_path, "vocab_size")?,
             field(&raw, &config_path, "hidden_size")?,
@@ -121,9 +244,17 @@ impl SentenceEncoder {
             });
         }
         let sbert = dir.join("sentence_bert_config.json");
-        let max_seq_length = if sbert.is_file() { field(&json(&sbert)?, &sbert, "max_seq_length").ok() } else { None }
+        let sbert_config = if sbert.is_file() { Some(json(&sbert)?) } else { None };
+        let max_seq_length = sbert_config
+            .as_ref()
+            .and_then(|c| field(c, &sbert, "max_seq_length").ok())
             .unwrap_or(config.max_position_embeddings)
             .min(config.max_position_embeddings);
+        let do_lower_case = match sbert_config.as_ref().and_then(|c| c.get("do_lower_case")) {
+            None => false,
+            Some(v) => v.as_bool().ok_or_else(|| config_error(&sbert, "`do_lower_case` must be true or false".into()))?,
+        };
+        let (pooling, normalize) = read_modules(dir, config.hidden_size)?;
 
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| Error::Tokenizer { path: tokenizer_path.display().to_string(), message: e.to_string() })?;
@@ -143,12 +274,22 @@ impl SentenceEncoder {
         // sequentially on the CPU backend (`ember_runtime::layout`).
         let model = if device.clone().inner() == Device::flex() { model.with_column_major_weights() } else { model };
         let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(Self { model, tokenizer, config, max_seq_length, device: device.clone(), name })
+        Ok(Self { model, tokenizer, config, max_seq_length, do_lower_case, pooling, normalize, device: device.clone(), name })
     }
 
-    /// Embedding width.
+    /// Embedding width: the hidden size times the number of pooling modes.
     pub fn dim(&self) -> usize {
-        self.config.hidden_size
+        self.pooling.output_dim(self.config.hidden_size)
+    }
+
+    /// How token states become the sentence vector.
+    pub fn pooling(&self) -> &Pooling {
+        &self.pooling
+    }
+
+    /// Whether embeddings are L2-normalised (a `Normalize` module).
+    pub fn normalizes(&self) -> bool {
+        self.normalize
     }
 
     /// Longest input in word-pieces (longer texts are truncated).
@@ -179,9 +320,10 @@ impl SentenceEncoder {
 
     /// Token ids and attention mask of a batch, padded to its longest text.
     pub fn tokenize(&self, texts: &[&str]) -> Result<(Tensor<2, Int>, Tensor<2>), Error> {
+        let texts: Vec<String> = texts.iter().map(|t| if self.do_lower_case { t.to_lowercase() } else { (*t).to_string() }).collect();
         let encodings = self
             .tokenizer
-            .encode_batch(texts.to_vec(), true)
+            .encode_batch(texts, true)
             .map_err(|e| Error::Tokenizer { path: "tokenizer.json".into(), message: e.to_string() })?;
         let b = encodings.len();
         let l = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
@@ -196,14 +338,16 @@ impl SentenceEncoder {
         Ok((ids, mask))
     }
 
-    /// L2-normalised embeddings of `texts`, in input order, computed in
-    /// batches of `batch_size`.
+    /// Embeddings of `texts` as the directory's modules make them (pooled,
+    /// then L2-normalised if a `Normalize` module follows), in input order,
+    /// computed in batches of `batch_size`.
     pub fn encode(&self, texts: &[&str], batch_size: usize) -> Result<Vec<Vec<f32>>, Error> {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(batch_size.max(1)) {
             let (ids, mask) = self.tokenize(chunk)?;
             let hidden = self.model.forward(ids, mask.clone());
-            let data = l2_normalize(mean_pool(hidden, mask)).into_data();
+            let pooled = self.pooling.forward(hidden, mask);
+            let data = if self.normalize { l2_normalize(pooled) } else { pooled }.into_data();
             let values: Vec<f32> = data
                 .convert::<f32>()
                 .try_into_vec::<f32>()
