@@ -165,6 +165,33 @@ fn unsupported_configurations_are_errors_naming_the_field() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A BERT of another shape (3 layers, width 16, 4 heads, feed-forward 32,
+/// 64 positions, layer-norm epsilon 1e-5, f16 weights) loads from its
+/// `config.json` with no code of its own and gives sentence-transformers'
+/// CLS embeddings (`tools/reference/tiny_bert.py`; MiniLM's tokenizer).
+#[test]
+fn a_bert_of_another_shape_loads_from_its_config_alone() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let f = Fixture::load("tiny_bert_embeddings.safetensors");
+    let texts = sentences(fixtures.join("tiny_bert_embeddings.safetensors").to_str().unwrap());
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let dir = std::env::temp_dir().join(format!("ember-tiny-bert-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    for file in ["config.json", "model.safetensors", "modules.json", "sentence_bert_config.json", "1_Pooling/config.json"] {
+        std::fs::copy(fixtures.join("tiny_bert").join(file), dir.join(file)).unwrap();
+    }
+    std::fs::copy(minilm_dir().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    let encoder = SentenceEncoder::from_dir(&dir, &Device::flex()).expect("the tiny BERT loads");
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!((encoder.dim(), encoder.max_seq_length(), encoder.normalizes()), (16, 64, false));
+    let emb = encoder.encode(&refs, 3).unwrap();
+    let got: Vec<f64> = emb.iter().flatten().map(|&v| v as f64).collect();
+    let (expected, shape) = f.values("embeddings");
+    assert_eq!(shape, vec![texts.len(), 16]);
+    assert_close("tiny BERT embeddings", &got, &expected, POOLING_F32);
+}
+
 #[test]
 fn model_dir_without_tokenizer_is_a_clear_error() {
     let src = minilm_dir();
