@@ -359,12 +359,7 @@ impl BertPooler {
 /// sentence-transformers' mean pooling: the average of the hidden states of
 /// the unmasked tokens, `[B, L, H]`, `[B, L]` → `[B, H]`.
 pub fn mean_pool(hidden: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<2> {
-    let [b, l, h] = hidden.dims();
-    let hidden = to_f32(hidden);
-    let mask = attention_mask.reshape([b, l, 1]);
-    let summed = (hidden * mask.clone()).sum_dim(1).reshape([b, h]);
-    let counts = mask.sum_dim(1).reshape([b, 1]).clamp_min(1e-9);
-    summed / counts
+    crate::pooling::PoolingMode::Mean.forward(hidden, attention_mask)
 }
 
 /// Row-wise L2 normalisation (`torch.nn.functional.normalize`, eps 1e-12).

@@ -163,14 +163,15 @@ fn read(path: &Path) -> Result<String, Error> {
 }
 
 fn json(path: &Path) -> Result<serde_json::Value, Error> {
-    serde_json::from_str(&read(path)?).map_err(|e| Error::Config { path: path.display().to_string(), message: e.to_string() })
+    serde_json::from_str(&read(path)?).map_err(|e| config_error(path, e.to_string()))
 }
 
 fn field(config: &serde_json::Value, path: &Path, key: &str) -> Result<usize, Error> {
-    config.get(key).and_then(serde_json::Value::as_u64).map(|v| v as usize).ok_or_else(|| Error::Config {
-        path: path.display().to_string(),
-        message: format!("`{key}` is missing or not a non-negative integer"),
-    })
+    config
+        .get(key)
+        .and_then(serde_json::Value::as_u64)
+        .map(|v| v as usize)
+        .ok_or_else(|| config_error(path, format!("`{key}` is missing or not a non-negative integer")))
 }
 
 /// Whether the checkpoint has pooler weights; reads only the header.
@@ -235,13 +236,10 @@ impl SentenceEncoder {
             config.layer_norm_eps = eps;
         }
         if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
-            return Err(Error::Config {
-                path: config_path.display().to_string(),
-                message: format!(
-                    "hidden_size {} is not a multiple of num_attention_heads {}",
-                    config.hidden_size, config.num_attention_heads
-                ),
-            });
+            return Err(config_error(
+                &config_path,
+                format!("hidden_size {} is not a multiple of num_attention_heads {}", config.hidden_size, config.num_attention_heads),
+            ));
         }
         let sbert = dir.join("sentence_bert_config.json");
         let sbert_config = if sbert.is_file() { Some(json(&sbert)?) } else { None };

@@ -15,7 +15,6 @@ Prints "N passed, M failed" and exits non-zero on any failure.
 """
 
 import os
-import subprocess
 import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -28,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.join(HERE, "..", "..")
 sys.path.insert(0, HERE)
 import roundtrip  # noqa: E402
+from repo import minilm_dir  # noqa: E402
 
 torch.set_num_threads(1)
 results = []
@@ -55,7 +55,7 @@ def main():
         diff = max_diff(out, ember)
         check(f"{name}: Ember export loads with strict=True and gives Ember's output", diff <= 1e-5, f"(max diff {diff:.1e})")
 
-    model_dir = subprocess.check_output([os.path.join(ROOT, "tools", "fetch-models.sh")], text=True).strip()
+    model_dir = minilm_dir()
     from transformers import AutoTokenizer, BertModel
     tok = AutoTokenizer.from_pretrained(model_dir)
     sentences = ["Turn on the living room lights.", "Wake me up at seven", "", "¿Qué tiempo hará mañana?"]

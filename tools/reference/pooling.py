@@ -18,7 +18,6 @@ Usage: python tools/reference/pooling.py [MODEL_DIR]
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -26,11 +25,10 @@ import torch
 from safetensors.torch import save_file
 from sentence_transformers import SentenceTransformer
 
+from repo import FIXTURES, minilm_dir
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.join(HERE, "..", "..")
-FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 
 SENTENCES = [
     "Turn on the living room lights.",
@@ -93,10 +91,7 @@ def assemble(model_dir, variant_dir, into):
 
 
 def main():
-    if len(sys.argv) > 1:
-        model_dir = os.path.abspath(sys.argv[1])
-    else:
-        model_dir = subprocess.check_output([os.path.join(ROOT, "tools", "fetch-models.sh")], text=True).strip()
+    model_dir = minilm_dir(sys.argv)
     out = {}
     for name, (modes, normalize) in VARIANTS.items():
         variant_dir = write_variant(name, modes, normalize)

@@ -17,7 +17,6 @@ Usage: python tools/reference/tiny_bert.py [MINILM_DIR]
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 
@@ -26,11 +25,10 @@ from safetensors.torch import save_file
 from sentence_transformers import SentenceTransformer
 from transformers import BertConfig, BertModel
 
+from repo import FIXTURES, minilm_dir
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.join(HERE, "..", "..")
-FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 OUT = os.path.join(FIXTURES, "tiny_bert")
 
 SENTENCES = [
@@ -45,10 +43,7 @@ TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 def main():
-    if len(sys.argv) > 1:
-        minilm = os.path.abspath(sys.argv[1])
-    else:
-        minilm = subprocess.check_output([os.path.join(ROOT, "tools", "fetch-models.sh")], text=True).strip()
+    minilm = minilm_dir(sys.argv)
     config = BertConfig(
         vocab_size=30522, hidden_size=16, num_hidden_layers=3, num_attention_heads=4, intermediate_size=32,
         max_position_embeddings=64, type_vocab_size=2, layer_norm_eps=1e-5, hidden_act="gelu",
