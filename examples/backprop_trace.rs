@@ -36,7 +36,11 @@ pub fn run(verbose: bool) -> (f32, f32) {
         for p in &report.params {
             // PyTorch names: nn.Sequential(Linear, ReLU, Linear) → 0.*, 2.*
             let name = model.torch_key(&p.path).unwrap_or_else(|| p.path.clone());
-            println!("{name}: grad_norm={:.4}, param_norm={:.4}", p.grad_norm.unwrap_or(0.0), p.param_norm);
+            println!(
+                "{name}: grad_norm={:.4}, param_norm={:.4}",
+                p.grad_norm.unwrap_or(0.0),
+                p.param_norm
+            );
         }
     }
 

@@ -42,7 +42,11 @@ fn data(device: &Device) -> (Tensor<2>, Tensor<2>) {
     (x, y)
 }
 
-fn train<M: Module>(model: M, forward: impl Fn(&M, Tensor<2>) -> Tensor<2>, device: &Device) -> Run {
+fn train<M: Module>(
+    model: M,
+    forward: impl Fn(&M, Tensor<2>) -> Tensor<2>,
+    device: &Device,
+) -> Run {
     let (x, y) = data(device);
     let mut model = model;
     let mut optimizer = optim::adam(0.0).init();
@@ -53,11 +57,17 @@ fn train<M: Module>(model: M, forward: impl Fn(&M, Tensor<2>) -> Tensor<2>, devi
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         if step == 0 {
             first_loss = last_loss;
-            first_layer_grad = GradReport::new(&model, &grads).params[0].grad_norm.unwrap_or(0.0);
+            first_layer_grad = GradReport::new(&model, &grads).params[0]
+                .grad_norm
+                .unwrap_or(0.0);
         }
         model = optimizer.step(1e-3, model, grads);
     }
-    Run { first_layer_grad, first_loss, last_loss }
+    Run {
+        first_layer_grad,
+        first_loss,
+        last_loss,
+    }
 }
 
 /// Trains both networks; returns (residual, plain).
@@ -70,7 +80,9 @@ pub fn run(verbose: bool) -> (Run, Run) {
     let mut sizes = vec![16];
     sizes.extend(std::iter::repeat_n(64, 2 * DEPTH));
     sizes.push(1);
-    let plain = MlpConfig::new(sizes).with_activation(ActivationConfig::Sigmoid).init(&device);
+    let plain = MlpConfig::new(sizes)
+        .with_activation(ActivationConfig::Sigmoid)
+        .init(&device);
     let plain = train(plain, |m, x| m.forward(x), &device);
     if verbose {
         for (name, r) in [("residual+bn", residual), ("plain", plain)] {

@@ -46,7 +46,11 @@ fn train(opt: optim::Adam, steps: usize) -> RunResult {
         model = optimizer.step(1e-3, model, grads);
     }
     let val_loss = mse(model.valid().forward(x_val.inner()), y_val.inner()).into_scalar::<f32>();
-    RunResult { first_train_loss: first, last_train_loss: last, val_loss }
+    RunResult {
+        first_train_loss: first,
+        last_train_loss: last,
+        val_loss,
+    }
 }
 
 /// Trains with Adam-L2 and with AdamW; returns both results.

@@ -47,7 +47,9 @@ fn train(dropout: f64, weight_decay: f64) -> Gap {
     let (x, y) = sample(32);
     let (x_val, y_val) = sample(512);
 
-    let mut model = MlpConfig::new(vec![1, 256, 256, 1]).with_dropout(dropout).init(&device);
+    let mut model = MlpConfig::new(vec![1, 256, 256, 1])
+        .with_dropout(dropout)
+        .init(&device);
     let mut optimizer = optim::adamw(weight_decay).init();
     for _ in 0..1500 {
         let loss = mse(model.forward(x.clone()), y.clone());
@@ -66,7 +68,12 @@ pub fn run(verbose: bool) -> (Gap, Gap) {
     let regularized = train(0.2, 0.1);
     if verbose {
         for (name, g) in [("plain", plain), ("dropout+wd", regularized)] {
-            println!("{name}: train={:.4} val={:.4} gap={:.4}", g.train, g.val, g.gap());
+            println!(
+                "{name}: train={:.4} val={:.4} gap={:.4}",
+                g.train,
+                g.val,
+                g.gap()
+            );
         }
     }
     (plain, regularized)

@@ -36,7 +36,9 @@ pub fn run(verbose: bool) -> Outcome {
     let w = Tensor::<2>::random([8, 1], normal, &device);
     let y = x.clone().matmul(w).tanh().mul_scalar(3.0);
 
-    let mut model = MlpConfig::new(vec![8, 64, 64, 1]).with_activation(ActivationConfig::Tanh).init(&device);
+    let mut model = MlpConfig::new(vec![8, 64, 64, 1])
+        .with_activation(ActivationConfig::Tanh)
+        .init(&device);
     let mut optimizer = optim::adamw(0.01).init();
     let mut scheduler = Cosine::new(3e-4, num_epochs).into_scheduler();
     let clip = GlobalNormClip::new(1.0);
@@ -67,7 +69,10 @@ pub fn run(verbose: bool) -> Outcome {
         }
         epoch_losses.push(loss_value);
     }
-    Outcome { epoch_losses, large_grad_steps: monitor.large }
+    Outcome {
+        epoch_losses,
+        large_grad_steps: monitor.large,
+    }
 }
 
 #[allow(dead_code)]

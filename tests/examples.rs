@@ -50,7 +50,12 @@ fn optimizer_compare_both_train() {
     let _rng = rng();
     let (adam, adamw) = optimizer_compare::run(false);
     for r in [&adam, &adamw] {
-        assert!(r.last_train_loss < 0.9 * r.first_train_loss, "{} → {}", r.first_train_loss, r.last_train_loss);
+        assert!(
+            r.last_train_loss < 0.9 * r.first_train_loss,
+            "{} → {}",
+            r.first_train_loss,
+            r.last_train_loss
+        );
         assert!(r.val_loss.is_finite());
     }
     // Same data and init: only the decay rule differs, and it must matter.
@@ -61,9 +66,18 @@ fn optimizer_compare_both_train() {
 fn regularization_shrinks_the_gap() {
     let _rng = rng();
     let (plain, regularized) = regularization::run(false);
-    assert!(plain.train < plain.val, "the plain net must overfit: {plain:?}");
-    assert!(regularized.gap() < plain.gap(), "plain {plain:?}, regularized {regularized:?}");
-    assert!(regularized.train > plain.train, "regularisation must fit the noise less");
+    assert!(
+        plain.train < plain.val,
+        "the plain net must overfit: {plain:?}"
+    );
+    assert!(
+        regularized.gap() < plain.gap(),
+        "plain {plain:?}, regularized {regularized:?}"
+    );
+    assert!(
+        regularized.train > plain.train,
+        "regularisation must fit the noise less"
+    );
 }
 
 #[test]
@@ -72,13 +86,22 @@ fn training_loop_converges_and_warns_on_large_norms() {
     let outcome = training_loop::run(false);
     let l = &outcome.epoch_losses;
     assert!(l[l.len() - 1] < 0.2 * l[0], "{l:?}");
-    assert!(outcome.large_grad_steps > 0, "the first steps have norms above 5.0");
+    assert!(
+        outcome.large_grad_steps > 0,
+        "the first steps have norms above 5.0"
+    );
 }
 
 #[test]
 fn residual_blocks_keep_gradients_alive() {
     let _rng = rng();
     let (residual, plain) = batchnorm_residual::run(false);
-    assert!(residual.last_loss < 0.5 * residual.first_loss, "{residual:?}");
-    assert!(residual.first_layer_grad > 100.0 * plain.first_layer_grad, "{residual:?} vs {plain:?}");
+    assert!(
+        residual.last_loss < 0.5 * residual.first_loss,
+        "{residual:?}"
+    );
+    assert!(
+        residual.first_layer_grad > 100.0 * plain.first_layer_grad,
+        "{residual:?} vs {plain:?}"
+    );
 }

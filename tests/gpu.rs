@@ -36,14 +36,26 @@ use ember::runtime::precision::{self, Precision};
 /// f32 on a GPU against f32 on the CPU: other reduction orders and fused
 /// multiply-adds move results by ~1e-6 relative; the acceptance bound for
 /// forward outputs, gradients and 50 optimizer steps is 1e-4.
-const GPU_VS_CPU: Tol = Tol { name: "GPU_VS_CPU", rtol: 1e-4, atol: 1e-6 };
+const GPU_VS_CPU: Tol = Tol {
+    name: "GPU_VS_CPU",
+    rtol: 1e-4,
+    atol: 1e-6,
+};
 /// Sentence embeddings (unit vectors) on a GPU against the CPU and against
 /// sentence-transformers: the acceptance bound.
-const GPU_EMBEDDINGS: Tol = Tol { name: "GPU_EMBEDDINGS", rtol: 0.0, atol: 1e-3 };
+const GPU_EMBEDDINGS: Tol = Tol {
+    name: "GPU_EMBEDDINGS",
+    rtol: 0.0,
+    atol: 1e-3,
+};
 /// f16 compute on both devices: inputs and weights rounded to f16 (relative
 /// step 2^-11), products accumulated over 64 terms in f16 or f32 depending on
 /// the kernel — a few f16 steps apart.
-const GPU_F16: Tol = Tol { name: "GPU_F16", rtol: 1e-2, atol: 1e-2 };
+const GPU_F16: Tol = Tol {
+    name: "GPU_F16",
+    rtol: 1e-2,
+    atol: 1e-2,
+};
 
 /// Set to `1` (as `.ci/run` does), a missing adapter fails the GPU tests
 /// instead of skipping them.
@@ -56,21 +68,30 @@ const REQUIRE_GPU: &str = "EMBER_REQUIRE_GPU";
 fn gpu(test: &str) -> Option<Device> {
     match gpu_adapter() {
         Ok(device) => Some(device),
-        Err(why) if gpu_required() => panic!("{test}: {why}; {REQUIRE_GPU} is set, so a missing adapter is a failure"),
+        Err(why) if gpu_required() => {
+            panic!("{test}: {why}; {REQUIRE_GPU} is set, so a missing adapter is a failure")
+        }
         Err(why) => {
             use std::io::Write;
             // libtest captures `eprintln!`, not writes to the stderr handle.
-            let _ = writeln!(std::io::stderr(), "gpu: {test} skipped: {why} (set {REQUIRE_GPU}=1 to make this a failure)");
+            let _ = writeln!(
+                std::io::stderr(),
+                "gpu: {test} skipped: {why} (set {REQUIRE_GPU}=1 to make this a failure)"
+            );
             None
         }
     }
 }
 
 fn gpu_adapter() -> Result<Device, String> {
-    let device = device::init(Backend::Wgpu).map_err(|e| format!("no wgpu adapter ({e}); lavapipe: apt-get install mesa-vulkan-drivers"))?;
+    let device = device::init(Backend::Wgpu).map_err(|e| {
+        format!("no wgpu adapter ({e}); lavapipe: apt-get install mesa-vulkan-drivers")
+    })?;
     let described = device::description(Backend::Wgpu).unwrap_or_default();
     if device::graphics_api(Backend::Wgpu) == Some(device::GraphicsApi::Gl) {
-        return Err(format!("only an OpenGL adapter ({described}), no Vulkan, Metal or DX12 one; lavapipe: apt-get install mesa-vulkan-drivers"));
+        return Err(format!(
+            "only an OpenGL adapter ({described}), no Vulkan, Metal or DX12 one; lavapipe: apt-get install mesa-vulkan-drivers"
+        ));
     }
     eprintln!("wgpu: {described}");
     Ok(device)
@@ -86,13 +107,22 @@ fn cpu() -> Device {
 
 /// Compares GPU values with the CPU's, naming the worst element.
 fn assert_matches_cpu(what: &str, gpu: &[f64], cpu: &[f64], tol: Tol) {
-    assert_eq!(gpu.len(), cpu.len(), "{what}: {} values on the GPU, {} on the CPU", gpu.len(), cpu.len());
+    assert_eq!(
+        gpu.len(),
+        cpu.len(),
+        "{what}: {} values on the GPU, {} on the CPU",
+        gpu.len(),
+        cpu.len()
+    );
     let worst = gpu
         .iter()
         .zip(cpu)
         .enumerate()
         .map(|(i, (g, c))| (i, (g - c).abs() / (tol.atol + tol.rtol * c.abs())))
-        .fold((0, 0.0f64), |w, x| if x.1.is_nan() || x.1 > w.1 { x } else { w });
+        .fold(
+            (0, 0.0f64),
+            |w, x| if x.1.is_nan() || x.1 > w.1 { x } else { w },
+        );
     assert!(
         worst.1 <= 1.0,
         "{what}: element {} is {} on the GPU and {} on the CPU ({:.1}× over {} = atol {:e} + rtol {:e}·|cpu|)",
@@ -108,21 +138,39 @@ fn assert_matches_cpu(what: &str, gpu: &[f64], cpu: &[f64], tol: Tol) {
 
 /// Every parameter (and, with `grads`, its gradient) of two copies of a
 /// model, one per device.
-fn assert_params_match<M: Module>(what: &str, on_gpu: &M, gpu_grads: Option<&GradientsParams>, on_cpu: &M, cpu_grads: Option<&GradientsParams>) {
+fn assert_params_match<M: Module>(
+    what: &str,
+    on_gpu: &M,
+    gpu_grads: Option<&GradientsParams>,
+    on_cpu: &M,
+    cpu_grads: Option<&GradientsParams>,
+) {
     let (g, c) = (parameters(on_gpu, gpu_grads), parameters(on_cpu, cpu_grads));
     assert_eq!(g.len(), c.len());
     for (g, c) in g.into_iter().zip(c) {
         assert_eq!(g.path, c.path);
-        assert_matches_cpu(&format!("{what}: {}", g.path), &values(g.value), &values(c.value), GPU_VS_CPU);
+        assert_matches_cpu(
+            &format!("{what}: {}", g.path),
+            &values(g.value),
+            &values(c.value),
+            GPU_VS_CPU,
+        );
         match (g.grad, c.grad) {
-            (Some(gg), Some(cg)) => {
-                assert_matches_cpu(&format!("{what}: gradient of {}", g.path), &values(gg), &values(cg), GPU_VS_CPU)
-            }
+            (Some(gg), Some(cg)) => assert_matches_cpu(
+                &format!("{what}: gradient of {}", g.path),
+                &values(gg),
+                &values(cg),
+                GPU_VS_CPU,
+            ),
             (None, None) => {} // frozen, or a buffer such as batch norm's running mean
             (gg, cg) => panic!(
                 "{what}: {} has a gradient on the {} only",
                 g.path,
-                if gg.is_some() && cg.is_none() { "GPU" } else { "CPU" }
+                if gg.is_some() && cg.is_none() {
+                    "GPU"
+                } else {
+                    "CPU"
+                }
             ),
         }
     }
@@ -130,7 +178,9 @@ fn assert_params_match<M: Module>(what: &str, on_gpu: &M, gpu_grads: Option<&Gra
 
 #[test]
 fn mlp_forward_gradients_and_50_adamw_steps_match_the_cpu() {
-    let Some(g) = gpu("mlp_forward_gradients_and_50_adamw_steps_match_the_cpu") else { return };
+    let Some(g) = gpu("mlp_forward_gradients_and_50_adamw_steps_match_the_cpu") else {
+        return;
+    };
     let (c, g) = (cpu().autodiff(), g.autodiff());
     c.seed(7);
     let model_c = MlpConfig::new(vec![16, 64, 64, 1]).init(&c);
@@ -142,14 +192,22 @@ fn mlp_forward_gradients_and_50_adamw_steps_match_the_cpu() {
     // Forward and gradients.
     let out_c = model_c.forward(x.clone());
     let out_g = model_g.forward(xg.clone());
-    assert_matches_cpu("mlp forward", &values(out_g.clone()), &values(out_c.clone()), GPU_VS_CPU);
+    assert_matches_cpu(
+        "mlp forward",
+        &values(out_g.clone()),
+        &values(out_c.clone()),
+        GPU_VS_CPU,
+    );
     let grads_c = GradientsParams::from_grads(mse(out_c, y.clone()).backward(), &model_c);
     let grads_g = GradientsParams::from_grads(mse(out_g, yg.clone()).backward(), &model_g);
     assert_params_match("mlp", &model_g, Some(&grads_g), &model_c, Some(&grads_c));
 
     // 50 AdamW steps on each device from the same start.
     let (mut mc, mut mg) = (model_c, model_g);
-    let (mut oc, mut og) = (ember::runtime::optim::adamw(0.01).init(), ember::runtime::optim::adamw(0.01).init());
+    let (mut oc, mut og) = (
+        ember::runtime::optim::adamw(0.01).init(),
+        ember::runtime::optim::adamw(0.01).init(),
+    );
     let (mut lc, mut lg) = (Vec::new(), Vec::new());
     for _ in 0..50 {
         let loss = mse(mc.forward(x.clone()), y.clone());
@@ -168,14 +226,21 @@ fn mlp_forward_gradients_and_50_adamw_steps_match_the_cpu() {
 
 #[test]
 fn residual_mlp_and_cnn_forward_and_gradients_match_the_cpu() {
-    let Some(g) = gpu("residual_mlp_and_cnn_forward_and_gradients_match_the_cpu") else { return };
+    let Some(g) = gpu("residual_mlp_and_cnn_forward_and_gradients_match_the_cpu") else {
+        return;
+    };
     let (c, g) = (cpu().autodiff(), g.autodiff());
     c.seed(11);
     let res_c = ResidualMlpConfig::new(32, 64, 3, 4).init(&c);
     let res_g = res_c.clone().fork(&g);
     let x = Tensor::<2>::random([16, 32], Distribution::Normal(0.0, 1.0), &c);
     let (out_c, out_g) = (res_c.forward(x.clone()), res_g.forward(x.to_device(&g)));
-    assert_matches_cpu("residual forward", &values(out_g.clone()), &values(out_c.clone()), GPU_VS_CPU);
+    assert_matches_cpu(
+        "residual forward",
+        &values(out_g.clone()),
+        &values(out_c.clone()),
+        GPU_VS_CPU,
+    );
     let grads_c = GradientsParams::from_grads(out_c.powi_scalar(2).mean().backward(), &res_c);
     let grads_g = GradientsParams::from_grads(out_g.powi_scalar(2).mean().backward(), &res_g);
     assert_params_match("residual", &res_g, Some(&grads_g), &res_c, Some(&grads_c));
@@ -183,17 +248,29 @@ fn residual_mlp_and_cnn_forward_and_gradients_match_the_cpu() {
     let cnn_c = SmallCnnConfig::new().init(&c);
     let cnn_g = cnn_c.clone().fork(&g);
     let x = Tensor::<4>::random([8, 1, 8, 8], Distribution::Uniform(0.0, 1.0), &c);
-    let labels = Tensor::<1, Int>::from_data(TensorData::new((0..8i64).collect::<Vec<_>>(), [8]), &c);
+    let labels =
+        Tensor::<1, Int>::from_data(TensorData::new((0..8i64).collect::<Vec<_>>(), [8]), &c);
     let (out_c, out_g) = (cnn_c.forward(x.clone()), cnn_g.forward(x.to_device(&g)));
-    assert_matches_cpu("cnn forward", &values(out_g.clone()), &values(out_c.clone()), GPU_VS_CPU);
-    let grads_c = GradientsParams::from_grads(cross_entropy(out_c, labels.clone()).backward(), &cnn_c);
-    let grads_g = GradientsParams::from_grads(cross_entropy(out_g, labels.to_device(&g)).backward(), &cnn_g);
+    assert_matches_cpu(
+        "cnn forward",
+        &values(out_g.clone()),
+        &values(out_c.clone()),
+        GPU_VS_CPU,
+    );
+    let grads_c =
+        GradientsParams::from_grads(cross_entropy(out_c, labels.clone()).backward(), &cnn_c);
+    let grads_g = GradientsParams::from_grads(
+        cross_entropy(out_g, labels.to_device(&g)).backward(),
+        &cnn_g,
+    );
     assert_params_match("cnn", &cnn_g, Some(&grads_g), &cnn_c, Some(&grads_c));
 }
 
 #[test]
 fn minilm_embeddings_match_the_cpu_and_sentence_transformers() {
-    let Some(g) = gpu("minilm_embeddings_match_the_cpu_and_sentence_transformers") else { return };
+    let Some(g) = gpu("minilm_embeddings_match_the_cpu_and_sentence_transformers") else {
+        return;
+    };
     let f = Fixture::load("minilm_embeddings.safetensors");
     let texts = [
         "A man is eating food.",
@@ -208,41 +285,88 @@ fn minilm_embeddings_match_the_cpu_and_sentence_transformers() {
     let e_gpu = on_gpu.encode(&texts, 4).unwrap();
     let e_cpu = on_cpu.encode(&texts, 4).unwrap();
     let flat = |e: &Vec<Vec<f32>>| e.iter().flatten().map(|&v| v as f64).collect::<Vec<_>>();
-    assert_matches_cpu("MiniLM embeddings", &flat(&e_gpu), &flat(&e_cpu), GPU_EMBEDDINGS);
+    assert_matches_cpu(
+        "MiniLM embeddings",
+        &flat(&e_gpu),
+        &flat(&e_cpu),
+        GPU_EMBEDDINGS,
+    );
 
     // The fixture's sentences, batched as the CPU test does, against
     // sentence-transformers itself.
-    let bytes = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm_embeddings.safetensors")).unwrap();
+    let bytes = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/minilm_embeddings.safetensors"
+    ))
+    .unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let all: Vec<String> = serde_json::from_str(meta.metadata().as_ref().unwrap().get("sentences").unwrap()).unwrap();
+    let all: Vec<String> =
+        serde_json::from_str(meta.metadata().as_ref().unwrap().get("sentences").unwrap()).unwrap();
     let refs: Vec<&str> = all.iter().map(String::as_str).collect();
     let e = on_gpu.encode(&refs, 8).unwrap();
     let (expected, _) = f.values("embeddings");
-    assert_matches_cpu("MiniLM embeddings against sentence-transformers", &flat(&e), &expected, GPU_EMBEDDINGS);
+    assert_matches_cpu(
+        "MiniLM embeddings against sentence-transformers",
+        &flat(&e),
+        &expected,
+        GPU_EMBEDDINGS,
+    );
 }
 
 #[test]
 fn lora_classifier_gradients_match_the_cpu() {
-    let Some(g) = gpu("lora_classifier_gradients_match_the_cpu") else { return };
+    let Some(g) = gpu("lora_classifier_gradients_match_the_cpu") else {
+        return;
+    };
     let (c, g) = (cpu().autodiff(), g.autodiff());
     c.seed(3);
     let encoder = SentenceEncoder::from_dir(minilm_dir(), &c).expect("model loads");
-    let lora = LoraConfig::new(4).with_alpha(8.0).with_target_modules(vec!["query".into(), "value".into()]);
+    let lora = LoraConfig::new(4)
+        .with_alpha(8.0)
+        .with_target_modules(vec!["query".into(), "value".into()]);
     let bert = encoder.model().clone().with_lora(&lora, &c);
     let model_c = ember::runtime::params::materialize(SentenceClassifier::new(bert, 3, &c));
     // LoRA's B starts at zero; give it values so A's gradient is not zero too.
     let model_c = perturb(model_c);
     let model_g = model_c.clone().fork(&g);
-    let (ids, mask) = encoder.tokenize(&["turn the lights off", "play some jazz please", "what time is it"]).unwrap();
+    let (ids, mask) = encoder
+        .tokenize(&[
+            "turn the lights off",
+            "play some jazz please",
+            "what time is it",
+        ])
+        .unwrap();
     let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2], [3]), &c);
     let out_c = model_c.forward(ids.clone().to_device(&c), mask.clone().to_device(&c));
     let out_g = model_g.forward(ids.to_device(&g), mask.to_device(&g));
-    assert_matches_cpu("classifier logits", &values(out_g.clone()), &values(out_c.clone()), GPU_VS_CPU);
-    let grads_c = GradientsParams::from_grads(cross_entropy(out_c, labels.clone()).backward(), &model_c);
-    let grads_g = GradientsParams::from_grads(cross_entropy(out_g, labels.to_device(&g)).backward(), &model_g);
-    assert_params_match("LoRA classifier", &model_g, Some(&grads_g), &model_c, Some(&grads_c));
-    let trained = parameters(&model_c, Some(&grads_c)).into_iter().filter(|p| p.grad.is_some()).count();
-    assert_eq!(trained, 6 * 4 + 2, "LoRA A and B of query and value in 6 layers, and the head");
+    assert_matches_cpu(
+        "classifier logits",
+        &values(out_g.clone()),
+        &values(out_c.clone()),
+        GPU_VS_CPU,
+    );
+    let grads_c =
+        GradientsParams::from_grads(cross_entropy(out_c, labels.clone()).backward(), &model_c);
+    let grads_g = GradientsParams::from_grads(
+        cross_entropy(out_g, labels.to_device(&g)).backward(),
+        &model_g,
+    );
+    assert_params_match(
+        "LoRA classifier",
+        &model_g,
+        Some(&grads_g),
+        &model_c,
+        Some(&grads_c),
+    );
+    let trained = parameters(&model_c, Some(&grads_c))
+        .into_iter()
+        .filter(|p| p.grad.is_some())
+        .count();
+    assert_eq!(
+        trained,
+        6 * 4 + 2,
+        "LoRA A and B of query and value in 6 layers, and the head"
+    );
 }
 
 /// Adds small deterministic values to every LoRA `B` (zero at init).
@@ -262,8 +386,12 @@ fn perturb<M: Module>(model: M) -> M {
             if self.0.iter().any(|n| n == "lora_B") {
                 param.map(|t| {
                     let n = t.shape().num_elements();
-                    let v: Vec<f32> = (0..n).map(|i| ((i * 7919 % 101) as f32 - 50.0) * 1e-3).collect();
-                    Tensor::<1>::from_data(TensorData::new(v, [n]), &t.device()).reshape(t.shape()).require_grad()
+                    let v: Vec<f32> = (0..n)
+                        .map(|i| ((i * 7919 % 101) as f32 - 50.0) * 1e-3)
+                        .collect();
+                    Tensor::<1>::from_data(TensorData::new(v, [n]), &t.device())
+                        .reshape(t.shape())
+                        .require_grad()
                 })
             } else {
                 param
@@ -279,26 +407,62 @@ fn perturb<M: Module>(model: M) -> M {
 /// master weight matches too.
 #[test]
 fn f16_autocast_computes_in_f16_on_the_gpu() {
-    let Some(g) = gpu("f16_autocast_computes_in_f16_on_the_gpu") else { return };
+    let Some(g) = gpu("f16_autocast_computes_in_f16_on_the_gpu") else {
+        return;
+    };
     let (c, g) = (cpu().autodiff(), g.autodiff());
     let described = device::description(Backend::Wgpu).unwrap();
-    assert!(described.contains("shader f16: yes"), "this adapter has no f16 arithmetic: {described}");
+    assert!(
+        described.contains("shader f16: yes"),
+        "this adapter has no f16 arithmetic: {described}"
+    );
     c.seed(5);
     let layer_c = LinearConfig::new(64, 32).init(&c);
     let layer_g = layer_c.clone().fork(&g);
     let x = Tensor::<2>::random([16, 64], Distribution::Normal(0.0, 1.0), &c);
     let yc = precision::autocast(Precision::F16, || precision::linear(&layer_c, x.clone()));
-    let yg = precision::autocast(Precision::F16, || precision::linear(&layer_g, x.to_device(&g)));
+    let yg = precision::autocast(Precision::F16, || {
+        precision::linear(&layer_g, x.to_device(&g))
+    });
     assert_eq!(yg.dtype(), DType::F16, "the GPU product is not f16");
-    assert_matches_cpu("f16 linear", &values(yg.clone()), &values(yc.clone()), GPU_F16);
-    let grads_c = GradientsParams::from_grads(yc.cast(DType::F32).powi_scalar(2).mean().backward(), &layer_c);
-    let grads_g = GradientsParams::from_grads(yg.cast(DType::F32).powi_scalar(2).mean().backward(), &layer_g);
-    let (pc, pg) = (parameters(&layer_c, Some(&grads_c)), parameters(&layer_g, Some(&grads_g)));
+    assert_matches_cpu(
+        "f16 linear",
+        &values(yg.clone()),
+        &values(yc.clone()),
+        GPU_F16,
+    );
+    let grads_c = GradientsParams::from_grads(
+        yc.cast(DType::F32).powi_scalar(2).mean().backward(),
+        &layer_c,
+    );
+    let grads_g = GradientsParams::from_grads(
+        yg.cast(DType::F32).powi_scalar(2).mean().backward(),
+        &layer_g,
+    );
+    let (pc, pg) = (
+        parameters(&layer_c, Some(&grads_c)),
+        parameters(&layer_g, Some(&grads_g)),
+    );
     for (pg, pc) in pg.into_iter().zip(pc) {
-        assert_eq!(pg.value.dtype(), DType::F32, "{}: master weights stay fp32", pg.path);
+        assert_eq!(
+            pg.value.dtype(),
+            DType::F32,
+            "{}: master weights stay fp32",
+            pg.path
+        );
         let (gg, gc) = (pg.grad.unwrap(), pc.grad.unwrap());
-        assert_eq!(gg.dtype(), DType::F32, "{}: gradient of the fp32 master weight", pg.path);
-        assert_matches_cpu(&format!("f16 gradient of {}", pg.path), &values(gg), &values(gc), GPU_F16);
+        assert_eq!(
+            gg.dtype(),
+            DType::F32,
+            "{}: gradient of the fp32 master weight",
+            pg.path
+        );
+        assert_matches_cpu(
+            &format!("f16 gradient of {}", pg.path),
+            &values(gg),
+            &values(gc),
+            GPU_F16,
+        );
     }
 }
 
@@ -319,12 +483,18 @@ fn f16_autocast_computes_in_f16_on_the_gpu() {
 #[test]
 fn gelu_gradient_is_exact_on_the_gpu() {
     use ember::runtime::activation::gelu;
-    let Some(g) = gpu("gelu_gradient_is_exact_on_the_gpu") else { return };
+    let Some(g) = gpu("gelu_gradient_is_exact_on_the_gpu") else {
+        return;
+    };
     let (c, g) = (cpu().autodiff(), g.autodiff());
     let n = 64 * 384;
-    let xs: Vec<f32> = (0..n).map(|i| -8.0 + 16.0 * i as f32 / (n - 1) as f32).collect();
+    let xs: Vec<f32> = (0..n)
+        .map(|i| -8.0 + 16.0 * i as f32 / (n - 1) as f32)
+        .collect();
     // Weights in [−1, 1) from a multiplicative hash of the index.
-    let ws: Vec<f32> = (0..n as u64).map(|i| ((i.wrapping_mul(2_654_435_761) % 2000) as f32 / 1000.0) - 1.0).collect();
+    let ws: Vec<f32> = (0..n as u64)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) % 2000) as f32 / 1000.0) - 1.0)
+        .collect();
     let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [64, 384]), &c);
     let w = Tensor::<2>::from_data(TensorData::new(ws.clone(), [64, 384]), &c);
     let (xc, xg) = (x.clone().require_grad(), x.to_device(&g).require_grad());
@@ -332,7 +502,12 @@ fn gelu_gradient_is_exact_on_the_gpu() {
     let gc = (yc.clone() * w.clone()).sum().backward();
     let gg = (yg.clone() * w.to_device(&g)).sum().backward();
     let check = |what: &str, gpu: &[f64], cpu: &[f64], bound: &dyn Fn(usize) -> f64| {
-        let worst = (0..n).map(|i| (i, (gpu[i] - cpu[i]).abs() / bound(i))).fold((0, 0.0f64), |w, x| if x.1.is_nan() || x.1 > w.1 { x } else { w });
+        let worst = (0..n)
+            .map(|i| (i, (gpu[i] - cpu[i]).abs() / bound(i)))
+            .fold(
+                (0, 0.0f64),
+                |w, x| if x.1.is_nan() || x.1 > w.1 { x } else { w },
+            );
         let i = worst.0;
         assert!(
             worst.1 <= 1.0,
@@ -344,9 +519,13 @@ fn gelu_gradient_is_exact_on_the_gpu() {
             bound(i)
         );
     };
-    check("gelu", &values(yg), &values(yc), &|i| 1e-7 + 5e-7 * (xs[i].abs() as f64).max(1.0));
+    check("gelu", &values(yg), &values(yc), &|i| {
+        1e-7 + 5e-7 * (xs[i].abs() as f64).max(1.0)
+    });
     let (grad_g, grad_c) = (values(xg.grad(&gg).unwrap()), values(xc.grad(&gc).unwrap()));
-    check("gelu gradient", &grad_g, &grad_c, &|i| 1e-7 + 1e-6 * ws[i].abs() as f64);
+    check("gelu gradient", &grad_g, &grad_c, &|i| {
+        1e-7 + 1e-6 * ws[i].abs() as f64
+    });
 }
 
 /// On a machine without a GPU driver a GPU test passes after saying it was
@@ -364,20 +543,38 @@ fn without_an_adapter_gpu_tests_say_they_are_skipped_or_fail_when_required() {
         child
             .args(["--exact", test, "--test-threads=1"])
             .env("VK_ICD_FILENAMES", "/nonexistent/vulkan-icd.json")
-            .env("__EGL_VENDOR_LIBRARY_FILENAMES", "/nonexistent/egl-vendor.json")
+            .env(
+                "__EGL_VENDOR_LIBRARY_FILENAMES",
+                "/nonexistent/egl-vendor.json",
+            )
             .env_remove(REQUIRE_GPU);
         if required {
             child.env(REQUIRE_GPU, "1");
         }
         let out = child.output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         (out.status.success(), text)
     };
     let (passed, text) = run(false);
     assert!(passed, "without {REQUIRE_GPU} the test must pass:\n{text}");
-    assert!(text.contains(&format!("gpu: {test} skipped: no wgpu adapter")), "the skip must be said:\n{text}");
+    assert!(
+        text.contains(&format!("gpu: {test} skipped: no wgpu adapter")),
+        "the skip must be said:\n{text}"
+    );
     assert!(text.contains("1 passed"), "{text}");
     let (passed, text) = run(true);
-    assert!(!passed, "under {REQUIRE_GPU}=1 a missing adapter must fail the test:\n{text}");
-    assert!(text.contains(&format!("{REQUIRE_GPU} is set, so a missing adapter is a failure")), "{text}");
+    assert!(
+        !passed,
+        "under {REQUIRE_GPU}=1 a missing adapter must fail the test:\n{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{REQUIRE_GPU} is set, so a missing adapter is a failure"
+        )),
+        "{text}"
+    );
 }

@@ -5,8 +5,8 @@ mod common;
 use ember::burn::module::Module;
 use ember::burn::nn::{Linear, LinearConfig};
 use ember::burn::tensor::{Device, Tensor};
-use ember::runtime::io::{LoadOptions, SaveOptions, load_safetensors, save_safetensors};
 use ember::runtime::Error;
+use ember::runtime::io::{LoadOptions, SaveOptions, load_safetensors, save_safetensors};
 
 /// A safetensors file from `(name, dtype, shape, f32 data)` entries and an
 /// optional raw header override.
@@ -36,7 +36,12 @@ fn with_header(header: &str, data: &[u8]) -> Vec<u8> {
 fn linear_file() -> Vec<u8> {
     // PyTorch layout: weight [out=2, in=3].
     file(&[
-        ("weight", "F32", vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]),
+        (
+            "weight",
+            "F32",
+            vec![2, 3],
+            vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        ),
         ("bias", "F32", vec![2], vec![0.5, -0.5]),
     ])
 }
@@ -51,7 +56,12 @@ fn write(name: &str, bytes: &[u8]) -> std::path::PathBuf {
 
 fn load(name: &str, bytes: &[u8]) -> Result<Linear, Error> {
     let path = write(name, bytes);
-    load_safetensors(LinearConfig::new(3, 2).init(&Device::flex()), &path, &LoadOptions::default()).map(|(m, _)| m)
+    load_safetensors(
+        LinearConfig::new(3, 2).init(&Device::flex()),
+        &path,
+        &LoadOptions::default(),
+    )
+    .map(|(m, _)| m)
 }
 
 fn err(name: &str, bytes: &[u8]) -> String {
@@ -63,7 +73,10 @@ fn pytorch_layout_loads_and_computes() {
     let linear = load("ok.safetensors", &linear_file()).unwrap();
     let y = linear.forward(Tensor::<2>::from_floats([[1.0, 0.0, 0.0]], &Device::flex()));
     // x·Wᵀ + b with W = [[1,2,3],[4,5,6]] → [1 + 0.5, 4 − 0.5].
-    assert_eq!(y.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(), vec![1.5, 3.5]);
+    assert_eq!(
+        y.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(),
+        vec![1.5, 3.5]
+    );
 }
 
 #[test]
@@ -72,10 +85,18 @@ fn round_trip_through_a_file() {
     let linear = LinearConfig::new(3, 2).init(&device);
     let path = write("roundtrip.safetensors", b"");
     save_safetensors(&linear, &path, &SaveOptions::default()).unwrap();
-    let (back, report) = load_safetensors(LinearConfig::new(3, 2).init(&device), &path, &LoadOptions::default()).unwrap();
+    let (back, report) = load_safetensors(
+        LinearConfig::new(3, 2).init(&device),
+        &path,
+        &LoadOptions::default(),
+    )
+    .unwrap();
     assert_eq!(report.applied.len(), 2);
     let x = Tensor::<2>::from_floats([[0.3, -1.0, 2.0]], &device);
-    assert_eq!(linear.forward(x.clone()).into_data(), back.forward(x).into_data());
+    assert_eq!(
+        linear.forward(x.clone()).into_data(),
+        back.forward(x).into_data()
+    );
     // The file holds PyTorch's layout: weight is [out, in].
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -86,7 +107,10 @@ fn round_trip_through_a_file() {
 fn truncated_file() {
     let bytes = linear_file();
     let e = err("truncated.safetensors", &bytes[..bytes.len() - 5]);
-    assert!(e.contains("truncated.safetensors") && e.contains("not a valid safetensors file"), "{e}");
+    assert!(
+        e.contains("truncated.safetensors") && e.contains("not a valid safetensors file"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -127,7 +151,12 @@ fn wrong_shape_missing_and_unexpected_are_listed_together() {
         ("extra.weight", "F32", vec![1], vec![0.0]),
     ]);
     match load("mismatch.safetensors", &bytes) {
-        Err(Error::Load { missing, unexpected, mismatched, .. }) => {
+        Err(Error::Load {
+            missing,
+            unexpected,
+            mismatched,
+            ..
+        }) => {
             assert_eq!(missing, vec!["bias".to_string()]);
             assert_eq!(unexpected, vec!["extra.weight".to_string()]);
             assert_eq!(mismatched.len(), 1, "{mismatched:?}");
@@ -136,7 +165,10 @@ fn wrong_shape_missing_and_unexpected_are_listed_together() {
         other => panic!("expected a load error, got {other:?}"),
     }
     let e = err("mismatch2.safetensors", &bytes);
-    assert!(e.contains("missing (1): bias") && e.contains("unexpected (1): extra.weight"), "{e}");
+    assert!(
+        e.contains("missing (1): bias") && e.contains("unexpected (1): extra.weight"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -144,7 +176,8 @@ fn non_strict_load_reports_instead_of_failing() {
     let bytes = file(&[("weight", "F32", vec![2, 3], vec![1.0; 6])]);
     let path = write("partial.safetensors", &bytes);
     let model = LinearConfig::new(3, 2).init(&Device::flex());
-    let (_, report) = load_safetensors(model, &path, &LoadOptions::default().strict(false)).unwrap();
+    let (_, report) =
+        load_safetensors(model, &path, &LoadOptions::default().strict(false)).unwrap();
     assert_eq!(report.applied, vec!["weight".to_string()]);
     assert_eq!(report.missing, vec!["bias".to_string()]);
 }
@@ -152,7 +185,8 @@ fn non_strict_load_reports_instead_of_failing() {
 #[test]
 fn missing_file() {
     let model = LinearConfig::new(3, 2).init(&Device::flex());
-    let e = load_safetensors(model, "/nonexistent/w.safetensors", &LoadOptions::default()).unwrap_err();
+    let e =
+        load_safetensors(model, "/nonexistent/w.safetensors", &LoadOptions::default()).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/w.safetensors"), "{e}");
     let _ = Module::num_params(&LinearConfig::new(1, 1).init(&Device::flex()));
 }
@@ -167,14 +201,24 @@ mod pytorch_roundtrip {
     use ember::models::cnn::SmallCnnConfig;
     use ember::models::mlp::MlpConfig;
 
-    const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/roundtrip.safetensors");
+    const FIXTURE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/roundtrip.safetensors"
+    );
 
     fn fixture_tensor<const D: usize>(key: &str) -> Tensor<D> {
         let bytes = std::fs::read(FIXTURE).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let t = st.tensor(key).unwrap();
-        let v: Vec<f32> = t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
-        Tensor::from_data(ember::burn::tensor::TensorData::new(v, t.shape().to_vec()), &Device::flex())
+        let v: Vec<f32> = t
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        Tensor::from_data(
+            ember::burn::tensor::TensorData::new(v, t.shape().to_vec()),
+            &Device::flex(),
+        )
     }
 
     fn assert_close(a: Tensor<2>, b: Tensor<2>) {
@@ -189,7 +233,15 @@ mod pytorch_roundtrip {
     /// Ember's export must hold exactly the PyTorch state dict under `prefix`.
     fn assert_export_matches(module: &impl Module, prefix: &str, remap: Vec<(String, String)>) {
         let out = export_dir().join(format!("{prefix}.safetensors"));
-        save_safetensors(module, &out, &SaveOptions { remap, ..Default::default() }).unwrap();
+        save_safetensors(
+            module,
+            &out,
+            &SaveOptions {
+                remap,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let exported = std::fs::read(&out).unwrap();
         let original = std::fs::read(FIXTURE).unwrap();
         let (a, b) = (
@@ -207,7 +259,10 @@ mod pytorch_roundtrip {
         expected.sort();
         assert_eq!(keys, expected);
         for k in &keys {
-            let (x, y) = (a.tensor(k).unwrap(), b.tensor(&format!("{prefix}.{k}")).unwrap());
+            let (x, y) = (
+                a.tensor(k).unwrap(),
+                b.tensor(&format!("{prefix}.{k}")).unwrap(),
+            );
             assert_eq!((x.shape(), x.data()), (y.shape(), y.data()), "{k}");
         }
     }
@@ -225,7 +280,10 @@ mod pytorch_roundtrip {
         let output = model.forward(fixture_tensor("mlp.input"));
         write_output("mlp_ember_output.safetensors", output.clone());
         assert_close(output, fixture_tensor("mlp.output"));
-        let back = vec![(r"^layers\.0\.".into(), "0.".into()), (r"^layers\.1\.".into(), "2.".into())];
+        let back = vec![
+            (r"^layers\.0\.".into(), "0.".into()),
+            (r"^layers\.1\.".into(), "2.".into()),
+        ];
         assert_export_matches(&model, "mlp", back);
     }
 
@@ -251,18 +309,37 @@ fn bf16_and_f16_files_round_trip_within_their_rounding() {
     use ember::burn::tensor::DType;
     let device = Device::flex();
     let linear = LinearConfig::new(16, 8).init(&device);
-    let original = linear.weight.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let original = linear
+        .weight
+        .val()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap();
     for (dtype, name, st_dtype, rel) in [
         // Half an ulp of the 8-bit (bf16) and 11-bit (f16) significands.
         (DType::BF16, "bf16", safetensors::Dtype::BF16, 1.0 / 256.0),
         (DType::F16, "f16", safetensors::Dtype::F16, 1.0 / 2048.0),
     ] {
         let path = write(&format!("{name}.safetensors"), b"");
-        save_safetensors(&linear, &path, &SaveOptions { dtype: Some(dtype), ..Default::default() }).unwrap();
+        save_safetensors(
+            &linear,
+            &path,
+            &SaveOptions {
+                dtype: Some(dtype),
+                ..Default::default()
+            },
+        )
+        .unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         assert_eq!(st.tensor("weight").unwrap().dtype(), st_dtype);
-        let (back, _) = load_safetensors(LinearConfig::new(16, 8).init(&device), &path, &LoadOptions::default()).unwrap();
+        let (back, _) = load_safetensors(
+            LinearConfig::new(16, 8).init(&device),
+            &path,
+            &LoadOptions::default(),
+        )
+        .unwrap();
         let w = back.weight.val();
         assert_eq!(w.dtype(), DType::F32, "{name} loads as f32 by default");
         let loaded = w.into_data().try_to_vec::<f32>().unwrap();

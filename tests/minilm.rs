@@ -14,18 +14,31 @@ use ember::models::sentence::SentenceEncoder;
 
 /// Embeddings and cosine similarities in f32: sentence-transformers' own
 /// batch-order differences move values by ~1e-6; the acceptance bound is 1e-4.
-const MINILM_F32: Tol = Tol { name: "MINILM_F32", rtol: 0.0, atol: 1e-4 };
+const MINILM_F32: Tol = Tol {
+    name: "MINILM_F32",
+    rtol: 0.0,
+    atol: 1e-4,
+};
 
 fn sentences(fixture_path: &str) -> Vec<String> {
     let bytes = std::fs::read(fixture_path).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let json = meta.metadata().as_ref().unwrap().get("sentences").unwrap().clone();
+    let json = meta
+        .metadata()
+        .as_ref()
+        .unwrap()
+        .get("sentences")
+        .unwrap()
+        .clone();
     serde_json::from_str(&json).unwrap()
 }
 
 #[test]
 fn minilm_embeddings_match_sentence_transformers() {
-    let fixture_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm_embeddings.safetensors");
+    let fixture_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/minilm_embeddings.safetensors"
+    );
     let f = Fixture::load("minilm_embeddings.safetensors");
     let texts = sentences(fixture_path);
     assert!(texts.len() >= 30);
@@ -40,9 +53,20 @@ fn minilm_embeddings_match_sentence_transformers() {
     for (i, text) in refs.iter().enumerate() {
         let (ids, mask) = encoder.tokenize(&[text]).unwrap();
         let n = mask.dims()[1];
-        assert_eq!(n as i64, lengths[i], "token count of sentence {i} ({text:?})");
-        let ids: Vec<i64> = ids.into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
-        assert_eq!(ids, expected_ids[i * 256..i * 256 + n], "token ids of sentence {i} ({text:?})");
+        assert_eq!(
+            n as i64, lengths[i],
+            "token count of sentence {i} ({text:?})"
+        );
+        let ids: Vec<i64> = ids
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap();
+        assert_eq!(
+            ids,
+            expected_ids[i * 256..i * 256 + n],
+            "token ids of sentence {i} ({text:?})"
+        );
     }
 
     // Batches of 8 in input order mix very different lengths (the 256-piece
@@ -57,7 +81,12 @@ fn minilm_embeddings_match_sentence_transformers() {
     let mut cos = Vec::with_capacity(n * n);
     for a in &emb {
         for b in &emb {
-            cos.push(a.iter().zip(b).map(|(x, y)| (*x as f64) * (*y as f64)).sum::<f64>());
+            cos.push(
+                a.iter()
+                    .zip(b)
+                    .map(|(x, y)| (*x as f64) * (*y as f64))
+                    .sum::<f64>(),
+            );
         }
     }
     assert_close("cosine", &cos, &f.values("cosine").0, MINILM_F32);
@@ -73,22 +102,45 @@ fn minilm_embeddings_match_sentence_transformers() {
 /// sentence-transformers' own embeddings under the same configuration are
 /// the reference, to 1e-4 (the acceptance bound), unnormalised ones
 /// included (values up to 3.7 for mean-sqrt-len).
-const POOLING_F32: Tol = Tol { name: "POOLING_F32", rtol: 0.0, atol: 1e-4 };
+const POOLING_F32: Tol = Tol {
+    name: "POOLING_F32",
+    rtol: 0.0,
+    atol: 1e-4,
+};
 
 /// A model directory in the temporary directory: all-MiniLM-L6-v2's weights
 /// and tokenizer (hard links, or copies across file systems), and the
 /// sentence-transformers configuration of `tests/fixtures/pooling/{variant}`.
 fn assemble_variant(variant: &str, tag: &str) -> std::path::PathBuf {
     let src = minilm_dir();
-    let dir = std::env::temp_dir().join(format!("ember-pooling-{variant}-{tag}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!(
+        "ember-pooling-{variant}-{tag}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
-    for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"] {
-        std::fs::hard_link(src.join(file), dir.join(file)).or_else(|_| std::fs::copy(src.join(file), dir.join(file)).map(drop)).unwrap();
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+    ] {
+        std::fs::hard_link(src.join(file), dir.join(file))
+            .or_else(|_| std::fs::copy(src.join(file), dir.join(file)).map(drop))
+            .unwrap();
     }
-    let configs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pooling").join(variant);
-    for file in ["modules.json", "sentence_bert_config.json", "1_Pooling/config.json"] {
-        std::fs::copy(configs.join(file), dir.join(file)).unwrap_or_else(|e| panic!("{}: {e}", configs.join(file).display()));
+    let configs = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/pooling")
+        .join(variant);
+    for file in [
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+    ] {
+        std::fs::copy(configs.join(file), dir.join(file))
+            .unwrap_or_else(|e| panic!("{}: {e}", configs.join(file).display()));
     }
     dir
 }
@@ -96,7 +148,10 @@ fn assemble_variant(variant: &str, tag: &str) -> std::path::PathBuf {
 #[test]
 fn every_pooling_configuration_matches_sentence_transformers() {
     use ember::models::pooling::PoolingMode;
-    let fixture_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/pooling_embeddings.safetensors");
+    let fixture_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/pooling_embeddings.safetensors"
+    );
     let f = Fixture::load("pooling_embeddings.safetensors");
     let texts = sentences(fixture_path);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -105,14 +160,27 @@ fn every_pooling_configuration_matches_sentence_transformers() {
         ("max_normalized", vec![PoolingMode::Max], true),
         ("mean_sqrt_len", vec![PoolingMode::MeanSqrtLen], false),
         ("mean_unnormalized", vec![PoolingMode::Mean], false),
-        ("weightedmean_normalized", vec![PoolingMode::WeightedMean], true),
+        (
+            "weightedmean_normalized",
+            vec![PoolingMode::WeightedMean],
+            true,
+        ),
         ("lasttoken", vec![PoolingMode::LastToken], false),
-        ("cls_and_mean_normalized", vec![PoolingMode::Cls, PoolingMode::Mean], true),
+        (
+            "cls_and_mean_normalized",
+            vec![PoolingMode::Cls, PoolingMode::Mean],
+            true,
+        ),
     ];
     for (variant, modes, normalizes) in expected_modes {
         let dir = assemble_variant(variant, "parity");
-        let encoder = SentenceEncoder::from_dir(&dir, &Device::flex()).unwrap_or_else(|e| panic!("{variant}: {e}"));
-        assert_eq!((encoder.pooling().modes(), encoder.normalizes()), (modes.as_slice(), normalizes), "{variant}");
+        let encoder = SentenceEncoder::from_dir(&dir, &Device::flex())
+            .unwrap_or_else(|e| panic!("{variant}: {e}"));
+        assert_eq!(
+            (encoder.pooling().modes(), encoder.normalizes()),
+            (modes.as_slice(), normalizes),
+            "{variant}"
+        );
         assert_eq!(encoder.dim(), 384 * modes.len(), "{variant}");
         // Batches of 3, not sentence-transformers' 4 sorted by length: other
         // padding, the same result.
@@ -131,37 +199,82 @@ fn every_pooling_configuration_matches_sentence_transformers() {
 #[test]
 fn unsupported_configurations_are_errors_naming_the_field() {
     let dir = assemble_variant("mean_unnormalized", "errors");
-    let error = |dir: &std::path::Path| SentenceEncoder::from_dir(dir, &Device::flex()).unwrap_err().to_string();
+    let error = |dir: &std::path::Path| {
+        SentenceEncoder::from_dir(dir, &Device::flex())
+            .unwrap_err()
+            .to_string()
+    };
     let original = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap();
-    let (modules, pooling, config) = (original("modules.json"), original("1_Pooling/config.json"), original("config.json"));
+    let (modules, pooling, config) = (
+        original("modules.json"),
+        original("1_Pooling/config.json"),
+        original("config.json"),
+    );
     let edits: [(&str, String, &str); 6] = [
         (
             "modules.json",
-            modules.replacen("sentence_transformers.models.Pooling", "sentence_transformers.models.Dense", 1),
+            modules.replacen(
+                "sentence_transformers.models.Pooling",
+                "sentence_transformers.models.Dense",
+                1,
+            ),
             "has type `sentence_transformers.models.Dense`, which Ember does not run",
         ),
-        ("1_Pooling/config.json", pooling.replacen("\"include_prompt\"", "\"pooling_mode_attention\"", 1), "unknown pooling setting `pooling_mode_attention`"),
-        ("1_Pooling/config.json", pooling.replacen("384", "768", 1), "`word_embedding_dimension` is 768, but the model's hidden_size is 384"),
-        ("config.json", config.replacen("\"absolute\"", "\"relative_key\"", 1), "`position_embedding_type` is \"relative_key\""),
-        ("config.json", config.replacen("\"gelu\"", "\"gelu_new\"", 1), "`hidden_act` is \"gelu_new\""),
-        ("config.json", config.replacen("\"bert\"", "\"roberta\"", 1), "`model_type` is \"roberta\""),
+        (
+            "1_Pooling/config.json",
+            pooling.replacen("\"include_prompt\"", "\"pooling_mode_attention\"", 1),
+            "unknown pooling setting `pooling_mode_attention`",
+        ),
+        (
+            "1_Pooling/config.json",
+            pooling.replacen("384", "768", 1),
+            "`word_embedding_dimension` is 768, but the model's hidden_size is 384",
+        ),
+        (
+            "config.json",
+            config.replacen("\"absolute\"", "\"relative_key\"", 1),
+            "`position_embedding_type` is \"relative_key\"",
+        ),
+        (
+            "config.json",
+            config.replacen("\"gelu\"", "\"gelu_new\"", 1),
+            "`hidden_act` is \"gelu_new\"",
+        ),
+        (
+            "config.json",
+            config.replacen("\"bert\"", "\"roberta\"", 1),
+            "`model_type` is \"roberta\"",
+        ),
     ];
     for (file, edited, needle) in edits {
-        assert_ne!(edited, original(file), "the edit of {file} for {needle:?} changed nothing");
+        assert_ne!(
+            edited,
+            original(file),
+            "the edit of {file} for {needle:?} changed nothing"
+        );
         // Replace the file (it may be a hard link to the cached model's).
         std::fs::remove_file(dir.join(file)).unwrap();
         std::fs::write(dir.join(file), &edited).unwrap();
         let e = error(&dir);
-        assert!(e.contains(needle) && e.contains(file.rsplit('/').next().unwrap()), "{file}: {e}");
+        assert!(
+            e.contains(needle) && e.contains(file.rsplit('/').next().unwrap()),
+            "{file}: {e}"
+        );
         std::fs::remove_file(dir.join(file)).unwrap();
-        std::fs::write(dir.join(file), match file {
-            "modules.json" => &modules,
-            "config.json" => &config,
-            _ => &pooling,
-        })
+        std::fs::write(
+            dir.join(file),
+            match file {
+                "modules.json" => &modules,
+                "config.json" => &config,
+                _ => &pooling,
+            },
+        )
         .unwrap();
     }
-    assert!(SentenceEncoder::from_dir(&dir, &Device::flex()).is_ok(), "the restored directory loads");
+    assert!(
+        SentenceEncoder::from_dir(&dir, &Device::flex()).is_ok(),
+        "the restored directory loads"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -173,18 +286,40 @@ fn unsupported_configurations_are_errors_naming_the_field() {
 fn a_bert_of_another_shape_loads_from_its_config_alone() {
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let f = Fixture::load("tiny_bert_embeddings.safetensors");
-    let texts = sentences(fixtures.join("tiny_bert_embeddings.safetensors").to_str().unwrap());
+    let texts = sentences(
+        fixtures
+            .join("tiny_bert_embeddings.safetensors")
+            .to_str()
+            .unwrap(),
+    );
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let dir = std::env::temp_dir().join(format!("ember-tiny-bert-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
-    for file in ["config.json", "model.safetensors", "modules.json", "sentence_bert_config.json", "1_Pooling/config.json"] {
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "modules.json",
+        "sentence_bert_config.json",
+        "1_Pooling/config.json",
+    ] {
         std::fs::copy(fixtures.join("tiny_bert").join(file), dir.join(file)).unwrap();
     }
-    std::fs::copy(minilm_dir().join("tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    std::fs::copy(
+        minilm_dir().join("tokenizer.json"),
+        dir.join("tokenizer.json"),
+    )
+    .unwrap();
     let encoder = SentenceEncoder::from_dir(&dir, &Device::flex()).expect("the tiny BERT loads");
     std::fs::remove_dir_all(&dir).ok();
-    assert_eq!((encoder.dim(), encoder.max_seq_length(), encoder.normalizes()), (16, 64, false));
+    assert_eq!(
+        (
+            encoder.dim(),
+            encoder.max_seq_length(),
+            encoder.normalizes()
+        ),
+        (16, 64, false)
+    );
     let emb = encoder.encode(&refs, 3).unwrap();
     let got: Vec<f64> = emb.iter().flatten().map(|&v| v as f64).collect();
     let (expected, shape) = f.values("embeddings");
@@ -199,9 +334,14 @@ fn model_dir_without_tokenizer_is_a_clear_error() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
     std::fs::write(dir.join("model.safetensors"), b"").unwrap();
-    let err = SentenceEncoder::from_dir(&dir, &Device::flex()).unwrap_err().to_string();
+    let err = SentenceEncoder::from_dir(&dir, &Device::flex())
+        .unwrap_err()
+        .to_string();
     std::fs::remove_dir_all(&dir).ok();
-    assert!(err.contains("tokenizer.json") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("tokenizer.json") && err.contains("not found"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -210,7 +350,10 @@ fn minilm_with_f16_weights_computed_in_f32() {
     use ember::runtime::io::{SaveOptions, save_safetensors};
     let src = minilm_dir();
     let f = Fixture::load("minilm_embeddings.safetensors");
-    let fixture_path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/minilm_embeddings.safetensors");
+    let fixture_path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/minilm_embeddings.safetensors"
+    );
     let texts = sentences(fixture_path);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
 
@@ -221,7 +364,13 @@ fn minilm_with_f16_weights_computed_in_f32() {
     std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
     // The sentence-transformers files too: without `modules.json` a
     // directory gets a plain Hugging Face model's mean pooling, unnormalised.
-    for name in ["config.json", "tokenizer.json", "sentence_bert_config.json", "modules.json", "1_Pooling/config.json"] {
+    for name in [
+        "config.json",
+        "tokenizer.json",
+        "sentence_bert_config.json",
+        "modules.json",
+        "1_Pooling/config.json",
+    ] {
         std::fs::copy(src.join(name), dir.join(name)).unwrap();
     }
     let options = SaveOptions {
@@ -230,7 +379,9 @@ fn minilm_with_f16_weights_computed_in_f32() {
         ..Default::default()
     };
     save_safetensors(encoder.model(), dir.join("model.safetensors"), &options).unwrap();
-    let size = std::fs::metadata(dir.join("model.safetensors")).unwrap().len();
+    let size = std::fs::metadata(dir.join("model.safetensors"))
+        .unwrap()
+        .len();
     let f16 = SentenceEncoder::from_dir(&dir, &Device::flex()).expect("f16 export loads back");
     std::fs::remove_dir_all(&dir).ok();
     assert!(size < 50_000_000, "f16 file is half the size: {size} bytes");
@@ -241,7 +392,12 @@ fn minilm_with_f16_weights_computed_in_f32() {
     // rounding is identical on both sides, so the f32 bound applies. (f16
     // rounding itself moves embeddings by up to 2.4e-4, more than this bound,
     // so a wrong rounding would show.)
-    assert_close("embeddings_f16_weights", &got, &f.values("embeddings_f16_weights").0, MINILM_F32);
+    assert_close(
+        "embeddings_f16_weights",
+        &got,
+        &f.values("embeddings_f16_weights").0,
+        MINILM_F32,
+    );
 }
 
 /// Ember's export of MiniLM is the original checkpoint again: the same keys
@@ -255,7 +411,10 @@ fn minilm_export_reproduces_the_checkpoint() {
     let encoder = SentenceEncoder::from_dir(&src, &Device::flex()).unwrap();
     // Left in the target directory for tools/reference/check_exports.py.
     let out = export_dir().join("minilm.safetensors");
-    let options = SaveOptions { remap: vec![(HF_REMAP_EXPORT.0.into(), HF_REMAP_EXPORT.1.into())], ..Default::default() };
+    let options = SaveOptions {
+        remap: vec![(HF_REMAP_EXPORT.0.into(), HF_REMAP_EXPORT.1.into())],
+        ..Default::default()
+    };
     save_safetensors(encoder.model(), &out, &options).unwrap();
     let exported = std::fs::read(&out).unwrap();
     let original = std::fs::read(src.join("model.safetensors")).unwrap();
@@ -263,7 +422,12 @@ fn minilm_export_reproduces_the_checkpoint() {
     let b = safetensors::SafeTensors::deserialize(&original).unwrap();
     let mut keys_a: Vec<String> = a.names().into_iter().map(str::to_string).collect();
     // `position_ids` is a non-persistent buffer in today's transformers, not a weight.
-    let mut keys_b: Vec<String> = b.names().into_iter().filter(|k| *k != "embeddings.position_ids").map(str::to_string).collect();
+    let mut keys_b: Vec<String> = b
+        .names()
+        .into_iter()
+        .filter(|k| *k != "embeddings.position_ids")
+        .map(str::to_string)
+        .collect();
     keys_a.sort();
     keys_b.sort();
     assert_eq!(keys_a, keys_b);

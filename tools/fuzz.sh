@@ -20,8 +20,7 @@ cp fuzz/seeds/safetensors_loader/* "$corpus/"
 
 export RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=target/fuzz
 # 16 codegen units instead of cargo-fuzz's 1, and (fuzz/Cargo.toml) the
-# dependencies of the loader unoptimised: the instrumented build takes about
-# 4 minutes on two cores instead of 15.
+# dependencies of the loader unoptimised, to keep the instrumented build short.
 /usr/bin/cargo fuzz run -s none --codegen-units 16 safetensors_loader "$corpus" -- \
     -max_total_time="$SECONDS_TO_RUN" -rss_limit_mb=2048 -max_len=65536 2>&1 | tail -n 25
 echo "fuzz: ${SECONDS_TO_RUN}s without a crash"

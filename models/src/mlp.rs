@@ -46,7 +46,10 @@ impl MlpConfig {
     /// # Panics
     /// With fewer than two sizes or a dropout outside `[0, 1)`.
     pub fn init(&self, device: &Device) -> Mlp {
-        assert!(self.sizes.len() >= 2, "an MLP needs at least an input and an output size");
+        assert!(
+            self.sizes.len() >= 2,
+            "an MLP needs at least an input and an output size"
+        );
         let layers = self
             .sizes
             .windows(2)
@@ -102,9 +105,18 @@ impl ember_runtime::recompute::Segmented<2> for Mlp {
     }
     fn block(&self, index: usize, x: Tensor<2>, _: &()) -> Tensor<2> {
         let x = ember_runtime::precision::linear(&self.layers[index], x);
-        if index + 1 < self.layers.len() { self.dropout.forward(self.activation.forward(x)) } else { x }
+        if index + 1 < self.layers.len() {
+            self.dropout.forward(self.activation.forward(x))
+        } else {
+            x
+        }
     }
-    fn head(&self, logits: Tensor<2>, (_, y): &ClassificationBatch, _: &()) -> ember_runtime::train::Output {
+    fn head(
+        &self,
+        logits: Tensor<2>,
+        (_, y): &ClassificationBatch,
+        _: &(),
+    ) -> ember_runtime::train::Output {
         ember_runtime::train::Output::classification(logits, y.clone())
     }
 }
@@ -117,10 +129,18 @@ mod tests {
     fn torch_keys_follow_sequential_indices() {
         let device = Device::flex();
         let plain = MlpConfig::new(alloc::vec![4, 8, 8, 1]).init(&device);
-        assert_eq!(plain.torch_key("layers.0.weight").as_deref(), Some("0.weight"));
+        assert_eq!(
+            plain.torch_key("layers.0.weight").as_deref(),
+            Some("0.weight")
+        );
         assert_eq!(plain.torch_key("layers.2.bias").as_deref(), Some("4.bias"));
         assert_eq!(plain.torch_key("dropout.prob"), None);
-        let dropout = MlpConfig::new(alloc::vec![4, 8, 1]).with_dropout(0.1).init(&device);
-        assert_eq!(dropout.torch_key("layers.1.weight").as_deref(), Some("3.weight"));
+        let dropout = MlpConfig::new(alloc::vec![4, 8, 1])
+            .with_dropout(0.1)
+            .init(&device);
+        assert_eq!(
+            dropout.torch_key("layers.1.weight").as_deref(),
+            Some("3.weight")
+        );
     }
 }

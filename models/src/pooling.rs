@@ -79,7 +79,9 @@ impl PoolingMode {
             }
             PoolingMode::WeightedMean => {
                 let device = hidden.device();
-                let positions = Tensor::<1, Int>::arange(1..l as i64 + 1, &device).float().reshape([1, l, 1]);
+                let positions = Tensor::<1, Int>::arange(1..l as i64 + 1, &device)
+                    .float()
+                    .reshape([1, l, 1]);
                 let (sum, weight) = masked_sum(hidden, mask3 * positions);
                 sum / weight.clamp_min(1e-9)
             }
@@ -87,8 +89,14 @@ impl PoolingMode {
                 // The last position whose mask is 1 (0 when none is, whose
                 // state the mask then zeroes, as sentence-transformers does).
                 let device = hidden.device();
-                let positions = Tensor::<1, Int>::arange(0..l as i64, &device).float().reshape([1, l]);
-                let last = (mask * positions).max_dim(1).int().reshape([b, 1, 1]).expand([b, 1, h]);
+                let positions = Tensor::<1, Int>::arange(0..l as i64, &device)
+                    .float()
+                    .reshape([1, l]);
+                let last = (mask * positions)
+                    .max_dim(1)
+                    .int()
+                    .reshape([b, 1, 1])
+                    .expand([b, 1, h]);
                 (hidden * mask3).gather(1, last).reshape([b, h])
             }
         }
@@ -113,14 +121,19 @@ impl Pooling {
     /// The given modes in sentence-transformers' order, each once; `None`
     /// when there is none (the module would output nothing).
     pub fn new(modes: &[PoolingMode]) -> Option<Self> {
-        let modes: Vec<PoolingMode> = PoolingMode::ALL.into_iter().filter(|m| modes.contains(m)).collect();
+        let modes: Vec<PoolingMode> = PoolingMode::ALL
+            .into_iter()
+            .filter(|m| modes.contains(m))
+            .collect();
         (!modes.is_empty()).then_some(Self { modes })
     }
 
     /// Mean pooling alone: what sentence-transformers builds for a model
     /// directory without a `modules.json`.
     pub fn mean() -> Self {
-        Self { modes: alloc::vec![PoolingMode::Mean] }
+        Self {
+            modes: alloc::vec![PoolingMode::Mean],
+        }
     }
 
     /// The modes, in output order.
@@ -135,7 +148,11 @@ impl Pooling {
 
     /// `[B, modes·H]` from token states `[B, L, H]` and their attention mask.
     pub fn forward(&self, hidden: Tensor<3>, mask: Tensor<2>) -> Tensor<2> {
-        let mut parts: Vec<Tensor<2>> = self.modes.iter().map(|m| m.forward(hidden.clone(), mask.clone())).collect();
+        let mut parts: Vec<Tensor<2>> = self
+            .modes
+            .iter()
+            .map(|m| m.forward(hidden.clone(), mask.clone()))
+            .collect();
         if parts.len() == 1 {
             return parts.remove(0);
         }
@@ -157,16 +174,29 @@ mod tests {
     #[test]
     fn every_mode_by_hand() {
         let device = Device::flex();
-        let hidden = Tensor::<3>::from_data(TensorData::new(alloc::vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 100.0], [2, 3, 1]), &device);
-        let mask = Tensor::<2>::from_data(TensorData::new(alloc::vec![1.0f32, 1.0, 1.0, 1.0, 1.0, 0.0], [2, 3]), &device);
+        let hidden = Tensor::<3>::from_data(
+            TensorData::new(alloc::vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 100.0], [2, 3, 1]),
+            &device,
+        );
+        let mask = Tensor::<2>::from_data(
+            TensorData::new(alloc::vec![1.0f32, 1.0, 1.0, 1.0, 1.0, 0.0], [2, 3]),
+            &device,
+        );
         let run = |m: PoolingMode| rows(m.forward(hidden.clone(), mask.clone()));
         assert_eq!(run(PoolingMode::Cls), [1.0, 4.0]);
         assert_eq!(run(PoolingMode::Max), [3.0, 5.0]);
         assert_eq!(run(PoolingMode::Mean), [2.0, 4.5]);
         let sqrt = run(PoolingMode::MeanSqrtLen);
-        assert!((sqrt[0] - 6.0 / 3f32.sqrt()).abs() < 1e-6 && (sqrt[1] - 9.0 / 2f32.sqrt()).abs() < 1e-6, "{sqrt:?}");
+        assert!(
+            (sqrt[0] - 6.0 / 3f32.sqrt()).abs() < 1e-6
+                && (sqrt[1] - 9.0 / 2f32.sqrt()).abs() < 1e-6,
+            "{sqrt:?}"
+        );
         let weighted = run(PoolingMode::WeightedMean);
-        assert!((weighted[0] - 14.0 / 6.0).abs() < 1e-6 && (weighted[1] - 14.0 / 3.0).abs() < 1e-6, "{weighted:?}");
+        assert!(
+            (weighted[0] - 14.0 / 6.0).abs() < 1e-6 && (weighted[1] - 14.0 / 3.0).abs() < 1e-6,
+            "{weighted:?}"
+        );
         assert_eq!(run(PoolingMode::LastToken), [3.0, 5.0]);
         let both = Pooling::new(&[PoolingMode::Mean, PoolingMode::Cls]).unwrap();
         assert_eq!(both.modes(), [PoolingMode::Cls, PoolingMode::Mean]);

@@ -72,7 +72,9 @@ impl ResidualMlpConfig {
         let blocks = (0..self.num_blocks)
             .map(|_| ResidualBlock {
                 fc1: LinearConfig::new(d, d).init(device),
-                bn: self.batch_norm.then(|| BatchNorm1dConfig::new(d).init(device)),
+                bn: self
+                    .batch_norm
+                    .then(|| BatchNorm1dConfig::new(d).init(device)),
                 fc2: LinearConfig::new(d, d).init(device),
             })
             .collect();
@@ -114,6 +116,9 @@ impl ember_runtime::recompute::Segmented<2> for ResidualMlp {
     }
     fn head(&self, x: Tensor<2>, (_, y): &RegressionBatch, _: &()) -> ember_runtime::train::Output {
         let [n, _] = y.dims();
-        ember_runtime::train::Output::new(ember_runtime::loss::mse(linear(&self.out, x), y.clone()), n)
+        ember_runtime::train::Output::new(
+            ember_runtime::loss::mse(linear(&self.out, x), y.clone()),
+            n,
+        )
     }
 }

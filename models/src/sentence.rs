@@ -30,9 +30,9 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use ember_runtime::io::{LoadOptions, load_safetensors};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
+use crate::Error;
 use crate::bert::{BertConfig, BertModel, HF_REMAP, l2_normalize};
 use crate::pooling::{Pooling, PoolingMode};
-use crate::Error;
 
 /// A BERT-family sentence encoder loaded from a local directory.
 #[derive(Debug)]
@@ -54,7 +54,10 @@ const POOLING: &str = "sentence_transformers.models.Pooling";
 const NORMALIZE: &str = "sentence_transformers.models.Normalize";
 
 fn config_error(path: &Path, message: String) -> Error {
-    Error::Config { path: path.display().to_string(), message }
+    Error::Config {
+        path: path.display().to_string(),
+        message,
+    }
 }
 
 /// The pooling and whether `Normalize` follows, from `dir/modules.json`;
@@ -65,13 +68,21 @@ fn read_modules(dir: &Path, hidden_size: usize) -> Result<(Pooling, bool), Error
         return Ok((Pooling::mean(), false));
     }
     let raw = json(&path)?;
-    let mut modules: Vec<&serde_json::Value> =
-        raw.as_array().ok_or_else(|| config_error(&path, "expected a list of modules".into()))?.iter().collect();
-    modules.sort_by_key(|m| m.get("idx").and_then(serde_json::Value::as_u64).unwrap_or(u64::MAX));
+    let mut modules: Vec<&serde_json::Value> = raw
+        .as_array()
+        .ok_or_else(|| config_error(&path, "expected a list of modules".into()))?
+        .iter()
+        .collect();
+    modules.sort_by_key(|m| {
+        m.get("idx")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(u64::MAX)
+    });
     let (mut pooling, mut normalize) = (None, false);
     for (i, module) in modules.iter().enumerate() {
         let text = |key: &str| module.get(key).and_then(serde_json::Value::as_str);
-        let kind = text("type").ok_or_else(|| config_error(&path, format!("module {i} has no string `type`")))?;
+        let kind = text("type")
+            .ok_or_else(|| config_error(&path, format!("module {i} has no string `type`")))?;
         let name = text("name").unwrap_or("?");
         match (i, kind) {
             (0, TRANSFORMER) => {}
@@ -83,18 +94,27 @@ fn read_modules(dir: &Path, hidden_size: usize) -> Result<(Pooling, bool), Error
             (_, TRANSFORMER | POOLING | NORMALIZE) => {
                 return Err(config_error(
                     &path,
-                    format!("module `{name}` ({kind}) is at position {i}: Ember runs Transformer, Pooling and Normalize in that order"),
+                    format!(
+                        "module `{name}` ({kind}) is at position {i}: Ember runs Transformer, Pooling and Normalize in that order"
+                    ),
                 ));
             }
             (_, other) => {
                 return Err(config_error(
                     &path,
-                    format!("module `{name}` has type `{other}`, which Ember does not run (it runs {TRANSFORMER}, {POOLING} and {NORMALIZE})"),
+                    format!(
+                        "module `{name}` has type `{other}`, which Ember does not run (it runs {TRANSFORMER}, {POOLING} and {NORMALIZE})"
+                    ),
                 ));
             }
         }
     }
-    let pooling = pooling.ok_or_else(|| config_error(&path, format!("no {POOLING} module after the {TRANSFORMER}: nothing makes a sentence vector")))?;
+    let pooling = pooling.ok_or_else(|| {
+        config_error(
+            &path,
+            format!("no {POOLING} module after the {TRANSFORMER}: nothing makes a sentence vector"),
+        )
+    })?;
     Ok((pooling, normalize))
 }
 
@@ -103,11 +123,21 @@ fn read_modules(dir: &Path, hidden_size: usize) -> Result<(Pooling, bool), Error
 /// `pooling_mode` (a name) overriding the flags; an unknown key is an error.
 fn read_pooling(path: &Path, hidden_size: usize) -> Result<Pooling, Error> {
     let raw = json(path)?;
-    let fields = raw.as_object().ok_or_else(|| config_error(path, "expected a JSON object".into()))?;
-    let mut on: Vec<PoolingMode> = if fields.contains_key(PoolingMode::Mean.config_key()) { Vec::new() } else { alloc::vec![PoolingMode::Mean] };
+    let fields = raw
+        .as_object()
+        .ok_or_else(|| config_error(path, "expected a JSON object".into()))?;
+    let mut on: Vec<PoolingMode> = if fields.contains_key(PoolingMode::Mean.config_key()) {
+        Vec::new()
+    } else {
+        alloc::vec![PoolingMode::Mean]
+    };
     let mut named = None;
     for (key, value) in fields {
-        let flag = || value.as_bool().ok_or_else(|| config_error(path, format!("`{key}` must be true or false")));
+        let flag = || {
+            value
+                .as_bool()
+                .ok_or_else(|| config_error(path, format!("`{key}` must be true or false")))
+        };
         if let Some(mode) = PoolingMode::ALL.into_iter().find(|m| m.config_key() == key) {
             if flag()? {
                 on.push(mode);
@@ -117,7 +147,12 @@ fn read_pooling(path: &Path, hidden_size: usize) -> Result<Pooling, Error> {
         match key.as_str() {
             "word_embedding_dimension" => {
                 if value.as_u64() != Some(hidden_size as u64) {
-                    return Err(config_error(path, format!("`word_embedding_dimension` is {value}, but the model's hidden_size is {hidden_size}")));
+                    return Err(config_error(
+                        path,
+                        format!(
+                            "`word_embedding_dimension` is {value}, but the model's hidden_size is {hidden_size}"
+                        ),
+                    ));
                 }
             }
             // Prompts are not added by Ember, so there is none to leave out.
@@ -132,11 +167,23 @@ fn read_pooling(path: &Path, hidden_size: usize) -> Result<Pooling, Error> {
                     Some("mean_sqrt_len_tokens") => PoolingMode::MeanSqrtLen,
                     Some("weightedmean") => PoolingMode::WeightedMean,
                     Some("lasttoken") => PoolingMode::LastToken,
-                    _ => return Err(config_error(path, format!("`pooling_mode` {value} is not one of cls, max, mean, mean_sqrt_len_tokens, weightedmean, lasttoken"))),
+                    _ => {
+                        return Err(config_error(
+                            path,
+                            format!(
+                                "`pooling_mode` {value} is not one of cls, max, mean, mean_sqrt_len_tokens, weightedmean, lasttoken"
+                            ),
+                        ));
+                    }
                 };
                 named = Some(mode);
             }
-            other => return Err(config_error(path, format!("unknown pooling setting `{other}`"))),
+            other => {
+                return Err(config_error(
+                    path,
+                    format!("unknown pooling setting `{other}`"),
+                ));
+            }
         }
     }
     let modes = named.map_or(on, |m| alloc::vec![m]);
@@ -145,11 +192,20 @@ fn read_pooling(path: &Path, hidden_size: usize) -> Result<Pooling, Error> {
 
 /// Rejects what the BERT encoder cannot run, naming the field.
 fn check_architecture(raw: &serde_json::Value, path: &Path) -> Result<(), Error> {
-    for (key, supported) in [("model_type", "bert"), ("hidden_act", "gelu"), ("position_embedding_type", "absolute")] {
+    for (key, supported) in [
+        ("model_type", "bert"),
+        ("hidden_act", "gelu"),
+        ("position_embedding_type", "absolute"),
+    ] {
         match raw.get(key) {
             None => {}
             Some(v) if v.as_str() == Some(supported) => {}
-            Some(v) => return Err(config_error(path, format!("`{key}` is {v}: Ember's BERT encoder runs only \"{supported}\""))),
+            Some(v) => {
+                return Err(config_error(
+                    path,
+                    format!("`{key}` is {v}: Ember's BERT encoder runs only \"{supported}\""),
+                ));
+            }
         }
     }
     Ok(())
@@ -157,9 +213,14 @@ fn check_architecture(raw: &serde_json::Value, path: &Path) -> Result<(), Error>
 
 fn read(path: &Path) -> Result<String, Error> {
     if !path.is_file() {
-        return Err(Error::MissingFile { path: path.display().to_string() });
+        return Err(Error::MissingFile {
+            path: path.display().to_string(),
+        });
     }
-    std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), message: e.to_string() })
+    std::fs::read_to_string(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 fn json(path: &Path) -> Result<serde_json::Value, Error> {
@@ -171,13 +232,21 @@ fn field(config: &serde_json::Value, path: &Path, key: &str) -> Result<usize, Er
         .get(key)
         .and_then(serde_json::Value::as_u64)
         .map(|v| v as usize)
-        .ok_or_else(|| config_error(path, format!("`{key}` is missing or not a non-negative integer")))
+        .ok_or_else(|| {
+            config_error(
+                path,
+                format!("`{key}` is missing or not a non-negative integer"),
+            )
+        })
 }
 
 /// Whether the checkpoint has pooler weights; reads only the header.
 fn has_pooler(weights: &Path) -> Result<bool, Error> {
     use std::io::Read;
-    let io = |e: std::io::Error| Error::Io { path: weights.display().to_string(), message: e.to_string() };
+    let io = |e: std::io::Error| Error::Io {
+        path: weights.display().to_string(),
+        message: e.to_string(),
+    };
     let mut file = std::fs::File::open(weights).map_err(io)?;
     let mut len = [0u8; 8];
     file.read_exact(&mut len).map_err(io)?;
@@ -192,9 +261,14 @@ fn has_pooler(weights: &Path) -> Result<bool, Error> {
     let mut header = alloc::vec![0u8; len as usize];
     file.read_exact(&mut header).map_err(io)?;
     let header: serde_json::Value = serde_json::from_slice(&header).map_err(|e| {
-        Error::Weights(ember_runtime::Error::Safetensors { path: weights.display().to_string(), message: format!("header: {e}") })
+        Error::Weights(ember_runtime::Error::Safetensors {
+            path: weights.display().to_string(),
+            message: format!("header: {e}"),
+        })
     })?;
-    Ok(header.as_object().is_some_and(|o| o.keys().any(|k| k.starts_with("pooler."))))
+    Ok(header
+        .as_object()
+        .is_some_and(|o| o.keys().any(|k| k.starts_with("pooler."))))
 }
 
 impl SentenceEncoder {
@@ -207,14 +281,18 @@ impl SentenceEncoder {
     pub fn from_dir(dir: impl AsRef<Path>, device: &Device) -> Result<Self, Error> {
         let dir = dir.as_ref();
         if !dir.is_dir() {
-            return Err(Error::MissingFile { path: dir.display().to_string() });
+            return Err(Error::MissingFile {
+                path: dir.display().to_string(),
+            });
         }
         let config_path = dir.join("config.json");
         let weights: PathBuf = dir.join("model.safetensors");
         let tokenizer_path = dir.join("tokenizer.json");
         for p in [&config_path, &weights, &tokenizer_path] {
             if !p.is_file() {
-                return Err(Error::MissingFile { path: p.display().to_string() });
+                return Err(Error::MissingFile {
+                    path: p.display().to_string(),
+                });
             }
         }
         let raw = json(&config_path)?;
@@ -232,17 +310,31 @@ impl SentenceEncoder {
         if let Ok(v) = field(&raw, &config_path, "type_vocab_size") {
             config.type_vocab_size = v;
         }
-        if let Some(eps) = raw.get("layer_norm_eps").and_then(serde_json::Value::as_f64) {
+        if let Some(eps) = raw
+            .get("layer_norm_eps")
+            .and_then(serde_json::Value::as_f64)
+        {
             config.layer_norm_eps = eps;
         }
-        if config.num_attention_heads == 0 || config.hidden_size % config.num_attention_heads != 0 {
+        if config.num_attention_heads == 0
+            || !config
+                .hidden_size
+                .is_multiple_of(config.num_attention_heads)
+        {
             return Err(config_error(
                 &config_path,
-                format!("hidden_size {} is not a multiple of num_attention_heads {}", config.hidden_size, config.num_attention_heads),
+                format!(
+                    "hidden_size {} is not a multiple of num_attention_heads {}",
+                    config.hidden_size, config.num_attention_heads
+                ),
             ));
         }
         let sbert = dir.join("sentence_bert_config.json");
-        let sbert_config = if sbert.is_file() { Some(json(&sbert)?) } else { None };
+        let sbert_config = if sbert.is_file() {
+            Some(json(&sbert)?)
+        } else {
+            None
+        };
         let max_seq_length = sbert_config
             .as_ref()
             .and_then(|c| field(c, &sbert, "max_seq_length").ok())
@@ -250,16 +342,30 @@ impl SentenceEncoder {
             .min(config.max_position_embeddings);
         let do_lower_case = match sbert_config.as_ref().and_then(|c| c.get("do_lower_case")) {
             None => false,
-            Some(v) => v.as_bool().ok_or_else(|| config_error(&sbert, "`do_lower_case` must be true or false".into()))?,
+            Some(v) => v.as_bool().ok_or_else(|| {
+                config_error(&sbert, "`do_lower_case` must be true or false".into())
+            })?,
         };
         let (pooling, normalize) = read_modules(dir, config.hidden_size)?;
 
-        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
-            .map_err(|e| Error::Tokenizer { path: tokenizer_path.display().to_string(), message: e.to_string() })?;
+        let mut tokenizer =
+            Tokenizer::from_file(&tokenizer_path).map_err(|e| Error::Tokenizer {
+                path: tokenizer_path.display().to_string(),
+                message: e.to_string(),
+            })?;
         tokenizer
-            .with_truncation(Some(TruncationParams { max_length: max_seq_length, ..Default::default() }))
-            .map_err(|e| Error::Tokenizer { path: tokenizer_path.display().to_string(), message: e.to_string() })?;
-        tokenizer.with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..Default::default() }));
+            .with_truncation(Some(TruncationParams {
+                max_length: max_seq_length,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::Tokenizer {
+                path: tokenizer_path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..Default::default()
+        }));
 
         // The pooler is optional (sentence-transformers checkpoints may lack
         // it): look at the file's keys before building the model.
@@ -270,9 +376,26 @@ impl SentenceEncoder {
         let (model, _) = load_safetensors(config.init(device), &weights, &options)?;
         // Few-row products (a short sentence) read column-major weights
         // sequentially on the CPU backend (`ember_runtime::layout`).
-        let model = if device.clone().inner() == Device::flex() { model.with_column_major_weights() } else { model };
-        let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        Ok(Self { model, tokenizer, config, max_seq_length, do_lower_case, pooling, normalize, device: device.clone(), name })
+        let model = if device.clone().inner() == Device::flex() {
+            model.with_column_major_weights()
+        } else {
+            model
+        };
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        Ok(Self {
+            model,
+            tokenizer,
+            config,
+            max_seq_length,
+            do_lower_case,
+            pooling,
+            normalize,
+            device: device.clone(),
+            name,
+        })
     }
 
     /// Embedding width: the hidden size times the number of pooling modes.
@@ -306,7 +429,10 @@ impl SentenceEncoder {
     }
 
     /// Replaces the encoder by `f(encoder)` (e.g. to attach LoRA adapters).
-    pub fn try_map_model(mut self, f: impl FnOnce(BertModel) -> Result<BertModel, Error>) -> Result<Self, Error> {
+    pub fn try_map_model(
+        mut self,
+        f: impl FnOnce(BertModel) -> Result<BertModel, Error>,
+    ) -> Result<Self, Error> {
         self.model = f(self.model)?;
         Ok(self)
     }
@@ -318,13 +444,29 @@ impl SentenceEncoder {
 
     /// Token ids and attention mask of a batch, padded to its longest text.
     pub fn tokenize(&self, texts: &[&str]) -> Result<(Tensor<2, Int>, Tensor<2>), Error> {
-        let texts: Vec<String> = texts.iter().map(|t| if self.do_lower_case { t.to_lowercase() } else { (*t).to_string() }).collect();
+        let texts: Vec<String> = texts
+            .iter()
+            .map(|t| {
+                if self.do_lower_case {
+                    t.to_lowercase()
+                } else {
+                    (*t).to_string()
+                }
+            })
+            .collect();
         let encodings = self
             .tokenizer
             .encode_batch(texts, true)
-            .map_err(|e| Error::Tokenizer { path: "tokenizer.json".into(), message: e.to_string() })?;
+            .map_err(|e| Error::Tokenizer {
+                path: "tokenizer.json".into(),
+                message: e.to_string(),
+            })?;
         let b = encodings.len();
-        let l = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
+        let l = encodings
+            .iter()
+            .map(|e| e.get_ids().len())
+            .max()
+            .unwrap_or(0);
         let mut ids = Vec::with_capacity(b * l);
         let mut mask = Vec::with_capacity(b * l);
         for e in &encodings {
@@ -345,11 +487,19 @@ impl SentenceEncoder {
             let (ids, mask) = self.tokenize(chunk)?;
             let hidden = self.model.forward(ids, mask.clone());
             let pooled = self.pooling.forward(hidden, mask);
-            let data = if self.normalize { l2_normalize(pooled) } else { pooled }.into_data();
-            let values: Vec<f32> = data
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| Error::Tokenizer { path: String::new(), message: format!("{e:?}") })?;
+            let data = if self.normalize {
+                l2_normalize(pooled)
+            } else {
+                pooled
+            }
+            .into_data();
+            let values: Vec<f32> =
+                data.convert::<f32>()
+                    .try_into_vec::<f32>()
+                    .map_err(|e| Error::Tokenizer {
+                        path: String::new(),
+                        message: format!("{e:?}"),
+                    })?;
             out.extend(values.chunks(self.dim()).map(<[f32]>::to_vec));
         }
         Ok(out)

@@ -48,6 +48,7 @@ impl SimpleNetConfig {
 impl SimpleNet {
     /// `[batch, d_input]` → `[batch, d_output]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.fc2.forward(self.dropout.forward(relu(self.fc1.forward(x))))
+        self.fc2
+            .forward(self.dropout.forward(relu(self.fc1.forward(x))))
     }
 }

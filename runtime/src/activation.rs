@@ -5,11 +5,11 @@
 //! inherit is the derivative of GELU's *tanh approximation*, while their
 //! forward pass is the exact, erf-based GELU. Gradients through GELU then
 //! differ from PyTorch's by up to ~1e-3 of their scale — enough to move
-//! every LoRA gradient of a BERT encoder by ~0.1 %. [`gelu`] is one
+//! every LoRA gradient of a BERT encoder by ~0.1 %. [`gelu()`] is one
 //! differentiable op whose backward is erf's exact derivative on every
 //! backend, keeping only its input; on the CPU it is vectorised.
 //!
-//! [`softmax`] is one differentiable op that keeps only its output for
+//! [`softmax()`] is one differentiable op that keeps only its output for
 //! backward (Burn's decomposition keeps the exponentials and the sums);
 //! [`attention_softmax`] is the same op with attention's score scaling and
 //! key mask folded in.

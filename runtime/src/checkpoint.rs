@@ -3,8 +3,7 @@
 //! A checkpoint is a directory `step-{step:010}` holding the model record
 //! (`model.bpk`, Burn's burnpack format, every parameter and buffer by path;
 //! or, with [`Checkpointer::trainable_only`], `trainable.bpk` holding only the
-//! parameters that train — a LoRA checkpoint of MiniLM is then 0.6 MB
-//! instead of 91 MB),
+//! parameters that train, for LoRA the adapters and the head only),
 //! the optimizer state (`optimizer.bpk`), the training state (`state.txt`:
 //! step, epoch, data-loader position, scheduler steps, RNG seed) and a
 //! `MANIFEST` with the size and FNV-1a hash of each file, written last.
@@ -101,7 +100,10 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 }
 
 fn io(path: &Path, e: impl ToString) -> Error {
-    Error::Io { path: path.display().to_string(), message: e.to_string() }
+    Error::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), Error> {
@@ -118,7 +120,11 @@ impl Checkpointer {
     pub fn new(dir: impl Into<PathBuf>, keep_last: usize) -> Result<Self, Error> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-        Ok(Self { dir, keep_last: keep_last.max(1), trainable_only: false })
+        Ok(Self {
+            dir,
+            keep_last: keep_last.max(1),
+            trainable_only: false,
+        })
     }
 
     /// Stores only parameters with `require_grad` (adapters, a head, unfrozen
@@ -149,23 +155,43 @@ impl Checkpointer {
     }
 
     /// Writes a checkpoint atomically and prunes old ones. Returns its path.
-    pub fn save<M: Module>(&self, model: &M, optimizer: &ModuleOptimizer, state: &TrainState) -> Result<PathBuf, Error> {
+    pub fn save<M: Module>(
+        &self,
+        model: &M,
+        optimizer: &ModuleOptimizer,
+        state: &TrainState,
+    ) -> Result<PathBuf, Error> {
         let name = format!("step-{:010}", state.step);
         let final_dir = self.dir.join(&name);
         let tmp = self.dir.join(format!(".{name}.tmp-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&tmp);
         std::fs::create_dir_all(&tmp).map_err(|e| io(&tmp, e))?;
-        let record = |e: burn::store::RecordError| Error::Io { path: tmp.display().to_string(), message: e.to_string() };
+        let record = |e: burn::store::RecordError| Error::Io {
+            path: tmp.display().to_string(),
+            message: e.to_string(),
+        };
         let model_bytes = if self.trainable_only {
-            let paths: Vec<String> = trainable_paths(model).into_iter().filter(|(_, t)| *t).map(|(p, _)| p).collect();
-            let mut store = BurnpackStore::from_bytes(None).with_filter(PathFilter::new().with_full_paths(paths));
-            let pack = |e: burn::store::burn_pack::Error| Error::Io { path: tmp.display().to_string(), message: e.to_string() };
+            let paths: Vec<String> = trainable_paths(model)
+                .into_iter()
+                .filter(|(_, t)| *t)
+                .map(|(p, _)| p)
+                .collect();
+            let mut store = BurnpackStore::from_bytes(None)
+                .with_filter(PathFilter::new().with_full_paths(paths));
+            let pack = |e: burn::store::burn_pack::Error| Error::Io {
+                path: tmp.display().to_string(),
+                message: e.to_string(),
+            };
             model.save_into(&mut store).map_err(pack)?;
             store.get_bytes().map_err(pack)?
         } else {
             model.clone().into_record().into_bytes().map_err(record)?
         };
-        let model_file = if self.trainable_only { TRAINABLE_FILE } else { FILES[0] };
+        let model_file = if self.trainable_only {
+            TRAINABLE_FILE
+        } else {
+            FILES[0]
+        };
         let optim_bytes = optimizer.into_bytes().map_err(record)?;
         let state_text = state_to_text(*state);
         let contents: [&[u8]; 3] = [&model_bytes, &optim_bytes, state_text.as_bytes()];
@@ -204,18 +230,37 @@ impl Checkpointer {
 
     /// Reads and verifies one checkpoint's files.
     fn read_verified(path: &Path) -> Result<([Vec<u8>; 3], bool), String> {
-        let manifest = std::fs::read_to_string(path.join("MANIFEST")).map_err(|e| format!("MANIFEST: {e}"))?;
-        let trainable = manifest.lines().any(|l| l.split(' ').next() == Some(TRAINABLE_FILE));
-        let files = [if trainable { TRAINABLE_FILE } else { FILES[0] }, FILES[1], FILES[2]];
+        let manifest =
+            std::fs::read_to_string(path.join("MANIFEST")).map_err(|e| format!("MANIFEST: {e}"))?;
+        let trainable = manifest
+            .lines()
+            .any(|l| l.split(' ').next() == Some(TRAINABLE_FILE));
+        let files = [
+            if trainable { TRAINABLE_FILE } else { FILES[0] },
+            FILES[1],
+            FILES[2],
+        ];
         let mut out: [Vec<u8>; 3] = Default::default();
         for (i, file) in files.iter().enumerate() {
-            let line = manifest.lines().find(|l| l.split(' ').next() == Some(file)).ok_or(format!("MANIFEST lacks {file}"))?;
+            let line = manifest
+                .lines()
+                .find(|l| l.split(' ').next() == Some(file))
+                .ok_or(format!("MANIFEST lacks {file}"))?;
             let mut parts = line.split(' ').skip(1);
-            let size: usize = parts.next().and_then(|s| s.parse().ok()).ok_or("bad MANIFEST")?;
-            let hash = parts.next().and_then(|h| u64::from_str_radix(h, 16).ok()).ok_or("bad MANIFEST")?;
+            let size: usize = parts
+                .next()
+                .and_then(|s| s.parse().ok())
+                .ok_or("bad MANIFEST")?;
+            let hash = parts
+                .next()
+                .and_then(|h| u64::from_str_radix(h, 16).ok())
+                .ok_or("bad MANIFEST")?;
             let bytes = std::fs::read(path.join(file)).map_err(|e| format!("{file}: {e}"))?;
             if bytes.len() != size {
-                return Err(format!("{file}: {} bytes, the manifest says {size}", bytes.len()));
+                return Err(format!(
+                    "{file}: {} bytes, the manifest says {size}",
+                    bytes.len()
+                ));
             }
             if fnv1a(&bytes) != hash {
                 return Err(format!("{file}: contents do not match the manifest's hash"));
@@ -229,7 +274,11 @@ impl Checkpointer {
     /// (freshly built, of the same architecture). `Ok(None)` when there is
     /// none; newer checkpoints that fail verification are skipped and listed
     /// in [`Resumed::skipped`].
-    pub fn resume<M: Module>(&self, model: M, optimizer: ModuleOptimizer) -> Result<Option<Resumed<M>>, Error> {
+    pub fn resume<M: Module>(
+        &self,
+        model: M,
+        optimizer: ModuleOptimizer,
+    ) -> Result<Option<Resumed<M>>, Error> {
         let mut skipped = Vec::new();
         for (_, path) in self.list().into_iter().rev() {
             let files = match Self::read_verified(&path) {
@@ -240,28 +289,57 @@ impl Checkpointer {
                 }
             };
             let ([model_bytes, optim_bytes, state_text], trainable_only) = files;
-            let Some(state) = core::str::from_utf8(&state_text).ok().and_then(state_from_text) else {
-                skipped.push(format!("{}: state.txt is not a training state", path.display()));
+            let Some(state) = core::str::from_utf8(&state_text)
+                .ok()
+                .and_then(state_from_text)
+            else {
+                skipped.push(format!(
+                    "{}: state.txt is not a training state",
+                    path.display()
+                ));
                 continue;
             };
             let model = if trainable_only {
                 let file = path.join(TRAINABLE_FILE);
-                let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(model_bytes))).allow_partial(true);
+                let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(model_bytes)))
+                    .allow_partial(true);
                 let mut model = model;
                 let result = model.load_from(&mut store).map_err(|e| io(&file, e))?;
                 if !result.errors.is_empty() || !result.unused.is_empty() {
-                    let mut problems: Vec<String> = result.errors.iter().map(|e| format!("{e}")).collect();
-                    problems.extend(result.unused.iter().map(|p| format!("{p}: not a parameter of the model")));
-                    return Err(io(&file, format!("the checkpoint does not fit the model: {}", problems.join("; "))));
+                    let mut problems: Vec<String> =
+                        result.errors.iter().map(|e| format!("{e}")).collect();
+                    problems.extend(
+                        result
+                            .unused
+                            .iter()
+                            .map(|p| format!("{p}: not a parameter of the model")),
+                    );
+                    return Err(io(
+                        &file,
+                        format!(
+                            "the checkpoint does not fit the model: {}",
+                            problems.join("; ")
+                        ),
+                    ));
                 }
                 model
             } else {
                 let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(model_bytes))
                     .map_err(|e| io(&path.join("model.bpk"), e))?;
-                model.try_load_record(record).map_err(|e| io(&path.join("model.bpk"), e))?
+                model
+                    .try_load_record(record)
+                    .map_err(|e| io(&path.join("model.bpk"), e))?
             };
-            let optimizer = optimizer.from_bytes(Bytes::from_bytes_vec(optim_bytes)).map_err(|e| io(&path.join("optimizer.bpk"), e))?;
-            return Ok(Some(Resumed { model, optimizer, state, path, skipped }));
+            let optimizer = optimizer
+                .from_bytes(Bytes::from_bytes_vec(optim_bytes))
+                .map_err(|e| io(&path.join("optimizer.bpk"), e))?;
+            return Ok(Some(Resumed {
+                model,
+                optimizer,
+                state,
+                path,
+                skipped,
+            }));
         }
         Ok(None)
     }

@@ -38,8 +38,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
-use crate::params::{parameters, scale_grads};
 use crate::Error;
+use crate::params::{parameters, scale_grads};
 
 /// Which p-norm to take of the gradients.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -84,7 +84,7 @@ impl NormType {
         match self {
             NormType::L2 => tensor.clone().mul(tensor).sum().sqrt(),
             NormType::Inf => tensor.abs().max(),
-            NormType::P(p) if p == 1.0 => tensor.abs().sum(),
+            NormType::P(1.0) => tensor.abs().sum(),
             NormType::P(p) => tensor.abs().powf_scalar(p).sum().powf_scalar(1.0 / p),
         }
     }
@@ -105,7 +105,11 @@ pub struct GlobalNormClip {
 impl GlobalNormClip {
     /// Clip the L2 norm of all gradients to `max_norm`.
     pub fn new(max_norm: f64) -> Self {
-        Self { max_norm, norm_type: NormType::L2, error_if_nonfinite: false }
+        Self {
+            max_norm,
+            norm_type: NormType::L2,
+            error_if_nonfinite: false,
+        }
     }
 
     /// Sets the norm type.
@@ -144,9 +148,16 @@ impl GlobalNormClip {
         if !total.is_finite() && self.error_if_nonfinite {
             let path = parameters(module, Some(grads))
                 .into_iter()
-                .find(|e| e.grad.as_ref().is_some_and(|g| !tensor_is_finite(g.clone())))
+                .find(|e| {
+                    e.grad
+                        .as_ref()
+                        .is_some_and(|g| !tensor_is_finite(g.clone()))
+                })
                 .map(|e| e.path);
-            return Err(Error::NonFiniteGradNorm { total_norm: total as f64, path });
+            return Err(Error::NonFiniteGradNorm {
+                total_norm: total as f64,
+                path,
+            });
         }
         let coef = (self.max_norm as f32) / (total + 1e-6);
         if !(coef >= 1.0) {
@@ -170,7 +181,11 @@ pub fn global_norm_of(tensors: impl IntoIterator<Item = Tensor<1>>, norm_type: N
 /// The `norm_type` norm of every gradient of `module` found in `grads`, in
 /// declaration order, each a one-element tensor. The gradients are read in
 /// place (no flattened copies).
-pub fn grad_norms<M: Module>(module: &M, grads: &GradientsParams, norm_type: NormType) -> Vec<Tensor<1>> {
+pub fn grad_norms<M: Module>(
+    module: &M,
+    grads: &GradientsParams,
+    norm_type: NormType,
+) -> Vec<Tensor<1>> {
     struct Norms<'a> {
         grads: &'a GradientsParams,
         norm_type: NormType,
@@ -183,7 +198,11 @@ pub fn grad_norms<M: Module>(module: &M, grads: &GradientsParams, norm_type: Nor
             }
         }
     }
-    let mut v = Norms { grads, norm_type, out: Vec::new() };
+    let mut v = Norms {
+        grads,
+        norm_type,
+        out: Vec::new(),
+    };
     module.visit(&mut v);
     v.out
 }
@@ -219,9 +238,15 @@ mod tests {
     fn invalid_arguments_are_errors() {
         let model = LinearConfig::new(2, 2).init(&Device::flex().autodiff());
         let mut grads = GradientsParams::new();
-        assert!(matches!(GlobalNormClip::new(-1.0).clip(&model, &mut grads), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(
+            GlobalNormClip::new(-1.0).clip(&model, &mut grads),
+            Err(Error::InvalidArgument { .. })
+        ));
         let p_half = GlobalNormClip::new(1.0).with_norm_type(NormType::P(0.5));
-        assert!(matches!(p_half.clip(&model, &mut grads), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(
+            p_half.clip(&model, &mut grads),
+            Err(Error::InvalidArgument { .. })
+        ));
     }
 
     #[test]

@@ -111,7 +111,11 @@ impl DataCheck {
             errors.push(String::from("no rows"));
         }
         let list = |n: usize, items: Vec<String>| {
-            let mut s = items.into_iter().take(MAX_LISTED).collect::<Vec<_>>().join(", ");
+            let mut s = items
+                .into_iter()
+                .take(MAX_LISTED)
+                .collect::<Vec<_>>()
+                .join(", ");
             if n > MAX_LISTED {
                 s.push_str(&format!(" and {} more", n - MAX_LISTED));
             }
@@ -119,8 +123,15 @@ impl DataCheck {
         };
         if !self.non_finite.is_empty() {
             let n = self.non_finite.len();
-            let items = self.non_finite.iter().map(|(r, c, v)| format!("row {r} column {c} is {v}")).collect();
-            errors.push(format!("{n} rows with non-finite features: {}", list(n, items)));
+            let items = self
+                .non_finite
+                .iter()
+                .map(|(r, c, v)| format!("row {r} column {c} is {v}"))
+                .collect();
+            errors.push(format!(
+                "{n} rows with non-finite features: {}",
+                list(n, items)
+            ));
         }
         if !self.empty.is_empty() {
             let n = self.empty.len();
@@ -129,17 +140,36 @@ impl DataCheck {
         }
         if !self.out_of_range.is_empty() {
             let n = self.out_of_range.len();
-            let items = self.out_of_range.iter().map(|(r, l)| format!("row {r} has label {l}")).collect();
-            errors.push(format!("{n} labels outside 0..{}: {}", self.num_classes, list(n, items)));
+            let items = self
+                .out_of_range
+                .iter()
+                .map(|(r, l)| format!("row {r} has label {l}"))
+                .collect();
+            errors.push(format!(
+                "{n} labels outside 0..{}: {}",
+                self.num_classes,
+                list(n, items)
+            ));
         }
         if self.num_classes > 0 && self.rows > 0 {
-            let missing: Vec<String> =
-                self.counts.iter().enumerate().filter(|(_, c)| **c == 0).map(|(i, _)| format!("{i}")).collect();
+            let missing: Vec<String> = self
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c == 0)
+                .map(|(i, _)| format!("{i}"))
+                .collect();
             if !missing.is_empty() {
                 warnings.push(format!("classes without examples: {}", missing.join(", ")));
             }
             let max = self.counts.iter().copied().max().unwrap_or(0);
-            let min = self.counts.iter().copied().filter(|c| *c > 0).min().unwrap_or(0);
+            let min = self
+                .counts
+                .iter()
+                .copied()
+                .filter(|c| *c > 0)
+                .min()
+                .unwrap_or(0);
             if min > 0 && max as f64 > self.imbalance_warning * min as f64 {
                 warnings.push(format!(
                     "class imbalance: the largest class has {max} examples, the smallest {min} (more than {}×); consider class weights or resampling",
@@ -147,7 +177,12 @@ impl DataCheck {
                 ));
             }
         }
-        DataReport { rows: self.rows, class_counts: self.counts, errors, warnings }
+        DataReport {
+            rows: self.rows,
+            class_counts: self.counts,
+            errors,
+            warnings,
+        }
     }
 }
 
@@ -173,7 +208,13 @@ impl DataReport {
     /// The report itself when there are no errors, otherwise [`Error::Data`]
     /// listing them.
     pub fn into_result(self) -> Result<Self, Error> {
-        if self.is_ok() { Ok(self) } else { Err(Error::Data { problems: self.errors }) }
+        if self.is_ok() {
+            Ok(self)
+        } else {
+            Err(Error::Data {
+                problems: self.errors,
+            })
+        }
     }
 }
 
@@ -231,7 +272,9 @@ mod tests {
         assert!(text.contains("row 2 has label -1"), "{text}");
         assert!(text.contains("classes without examples: 2"), "{text}");
         assert!(text.contains("class imbalance"), "{text}");
-        assert!(matches!(report.into_result(), Err(Error::Data { problems }) if problems.len() == 3));
+        assert!(
+            matches!(report.into_result(), Err(Error::Data { problems }) if problems.len() == 3)
+        );
     }
 
     #[test]

@@ -53,7 +53,13 @@ pub enum Backend {
 
 impl Backend {
     /// Every backend Ember knows, compiled in or not.
-    pub const ALL: [Backend; 5] = [Backend::Cpu, Backend::Wgpu, Backend::Vulkan, Backend::Metal, Backend::Cuda];
+    pub const ALL: [Backend; 5] = [
+        Backend::Cpu,
+        Backend::Wgpu,
+        Backend::Vulkan,
+        Backend::Metal,
+        Backend::Cuda,
+    ];
 
     /// The name used by `--device` and `EMBER_DEVICE` (also the Cargo feature
     /// name for the GPU backends).
@@ -80,7 +86,10 @@ impl Backend {
 
     /// The backends this build has.
     pub fn compiled() -> Vec<Backend> {
-        Backend::ALL.into_iter().filter(|b| b.is_compiled()).collect()
+        Backend::ALL
+            .into_iter()
+            .filter(|b| b.is_compiled())
+            .collect()
     }
 }
 
@@ -166,7 +175,12 @@ type Started = std::sync::Mutex<Vec<Adapter>>;
 /// The adapter `backend` was brought up on, if it was.
 #[cfg(feature = "wgpu")]
 fn adapter<R>(backend: Backend, f: impl FnOnce(&Adapter) -> R) -> Option<R> {
-    started().lock().unwrap_or_else(|e| e.into_inner()).iter().find(|a| a.backend == backend).map(f)
+    started()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .find(|a| a.backend == backend)
+        .map(f)
 }
 
 /// GPU devices brought up so far, with their adapter descriptions.
@@ -185,12 +199,18 @@ fn init_wgpu(backend: Backend, api: burn::tensor::wgpu::WgpuBackend) -> Result<D
     if let Some(a) = started.iter().find(|a| a.backend == backend) {
         return Ok(a.device.clone());
     }
-    let (device, setup) = Device::wgpu_options().graphics_api(api).init_with_setup().map_err(|e| Error::Device {
-        device: backend.name().to_string(),
-        message: format!("no usable GPU adapter: {e}"),
-    })?;
+    let (device, setup) = Device::wgpu_options()
+        .graphics_api(api)
+        .init_with_setup()
+        .map_err(|e| Error::Device {
+            device: backend.name().to_string(),
+            message: format!("no usable GPU adapter: {e}"),
+        })?;
     let info = setup.adapter.get_info();
-    let f16 = setup.adapter.features().contains(wgpu::Features::SHADER_F16);
+    let f16 = setup
+        .adapter
+        .features()
+        .contains(wgpu::Features::SHADER_F16);
     let description = format!(
         "{} ({:?}, {:?}, driver {} {}; shader f16: {})",
         info.name,
@@ -200,7 +220,13 @@ fn init_wgpu(backend: Backend, api: burn::tensor::wgpu::WgpuBackend) -> Result<D
         info.driver_info,
         if f16 { "yes" } else { "no" }
     );
-    started.push(Adapter { backend, device: device.clone(), description, api: api_of(setup.backend), f16 });
+    started.push(Adapter {
+        backend,
+        device: device.clone(),
+        description,
+        api: api_of(setup.backend),
+        f16,
+    });
     Ok(device)
 }
 
@@ -287,7 +313,9 @@ pub fn description(backend: Backend) -> Option<String> {
         #[cfg(feature = "std")]
         Backend::Cpu => Some(format!(
             "burn-flex on the CPU, {} threads",
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         )),
         #[cfg(not(feature = "std"))]
         Backend::Cpu => Some("burn-flex on the CPU".to_string()),
@@ -339,7 +367,10 @@ pub fn selected(choice: Option<&str>) -> Result<Backend, Error> {
         Some(name) => name.parse(),
         None => match std::env::var("EMBER_DEVICE") {
             Ok(name) if !name.trim().is_empty() => name.parse().map_err(|e| match e {
-                Error::Device { device, message } => Error::Device { device, message: format!("EMBER_DEVICE: {message}") },
+                Error::Device { device, message } => Error::Device {
+                    device,
+                    message: format!("EMBER_DEVICE: {message}"),
+                },
                 other => other,
             }),
             _ => Ok(Backend::Cpu),
@@ -358,7 +389,10 @@ mod tests {
             assert_eq!(b.name().to_uppercase().parse::<Backend>().unwrap(), b);
         }
         let e = "tpu".parse::<Backend>().unwrap_err().to_string();
-        assert!(e.contains("unknown device `tpu`") && e.contains("cpu"), "{e}");
+        assert!(
+            e.contains("unknown device `tpu`") && e.contains("cpu"),
+            "{e}"
+        );
     }
 
     #[test]

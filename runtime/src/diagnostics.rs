@@ -72,7 +72,10 @@ impl GradReport {
         let values: Vec<f32> = if norms.is_empty() {
             Vec::new()
         } else {
-            Tensor::cat(norms, 0).into_data().try_into_vec::<f32>().unwrap_or_default()
+            Tensor::cat(norms, 0)
+                .into_data()
+                .try_into_vec::<f32>()
+                .unwrap_or_default()
         };
         let mut it = values.into_iter();
         let mut params = Vec::with_capacity(entries.len());
@@ -83,14 +86,24 @@ impl GradReport {
             if let Some(g) = grad_norm {
                 sum_sq += f64::from(g) * f64::from(g);
             }
-            params.push(ParamStats { numel: entry.numel(), path: entry.path, grad_norm, param_norm });
+            params.push(ParamStats {
+                numel: entry.numel(),
+                path: entry.path,
+                grad_norm,
+                param_norm,
+            });
         }
-        Self { params, global_norm: libm::sqrt(sum_sq) as f32 }
+        Self {
+            params,
+            global_norm: libm::sqrt(sum_sq) as f32,
+        }
     }
 
     /// The first parameter whose gradient norm is NaN or infinite.
     pub fn first_non_finite(&self) -> Option<&ParamStats> {
-        self.params.iter().find(|p| p.grad_norm.is_some_and(|g| !g.is_finite()))
+        self.params
+            .iter()
+            .find(|p| p.grad_norm.is_some_and(|g| !g.is_finite()))
     }
 
     /// Parameters that received no gradient (frozen or unused).
@@ -104,7 +117,11 @@ impl fmt::Display for GradReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for p in &self.params {
             match p.grad_norm {
-                Some(g) => writeln!(f, "{}: grad_norm={g:.4}, param_norm={:.4}", p.path, p.param_norm)?,
+                Some(g) => writeln!(
+                    f,
+                    "{}: grad_norm={g:.4}, param_norm={:.4}",
+                    p.path, p.param_norm
+                )?,
                 None => writeln!(f, "{}: no grad, param_norm={:.4}", p.path, p.param_norm)?,
             }
         }
@@ -159,7 +176,11 @@ impl Default for GradMonitor {
 impl GradMonitor {
     /// A monitor warning above `threshold`.
     pub fn new(threshold: f64) -> Self {
-        Self { threshold, large: 0, non_finite: 0 }
+        Self {
+            threshold,
+            large: 0,
+            non_finite: 0,
+        }
     }
 
     /// Records one norm; returns a warning when it is large or not finite.
@@ -170,7 +191,10 @@ impl GradMonitor {
             Some(GradWarning::NonFinite { norm })
         } else if norm > self.threshold {
             self.large += 1;
-            Some(GradWarning::Large { norm, threshold: self.threshold })
+            Some(GradWarning::Large {
+                norm,
+                threshold: self.threshold,
+            })
         } else {
             None
         }

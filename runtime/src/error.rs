@@ -72,11 +72,17 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::NonFiniteGradNorm { total_norm, path: Some(path) } => write!(
+            Error::NonFiniteGradNorm {
+                total_norm,
+                path: Some(path),
+            } => write!(
                 f,
                 "the total gradient norm is {total_norm}: the gradient of `{path}` is not finite"
             ),
-            Error::NonFiniteGradNorm { total_norm, path: None } => {
+            Error::NonFiniteGradNorm {
+                total_norm,
+                path: None,
+            } => {
                 write!(f, "the total gradient norm is {total_norm}")
             }
             Error::Diverged { step, rollbacks } => write!(
@@ -84,7 +90,11 @@ impl fmt::Display for Error {
                 "training diverged: non-finite losses or gradients at step {step} after {rollbacks} rollbacks to the last good checkpoint (lower the learning rate, clip gradients, or check the data)"
             ),
             Error::Data { problems } => {
-                write!(f, "the data failed its checks ({} problems)", problems.len())?;
+                write!(
+                    f,
+                    "the data failed its checks ({} problems)",
+                    problems.len()
+                )?;
                 for p in problems {
                     write!(f, "\n  {p}")?;
                 }
@@ -93,10 +103,21 @@ impl fmt::Display for Error {
             Error::InvalidArgument { message } => write!(f, "invalid argument: {message}"),
             Error::Device { device, message } => write!(f, "device `{device}`: {message}"),
             Error::Io { path, message } => write!(f, "{path}: {message}"),
-            Error::Safetensors { path, message } => write!(f, "{path}: not a valid safetensors file: {message}"),
-            Error::Load { path, missing, unexpected, mismatched } => {
+            Error::Safetensors { path, message } => {
+                write!(f, "{path}: not a valid safetensors file: {message}")
+            }
+            Error::Load {
+                path,
+                missing,
+                unexpected,
+                mismatched,
+            } => {
                 write!(f, "{path}: tensors do not match the model")?;
-                let lists = [("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)];
+                let lists = [
+                    ("missing", missing),
+                    ("unexpected", unexpected),
+                    ("shape mismatch", mismatched),
+                ];
                 for (what, list) in lists {
                     if !list.is_empty() {
                         write!(f, "\n  {what} ({}): {}", list.len(), list.join(", "))?;

@@ -55,8 +55,12 @@ impl TrainMode {
     pub fn trains(&self, path: &str) -> bool {
         match self {
             TrainMode::Full => true,
-            TrainMode::Lora { also } => path.contains("lora_") || also.iter().any(|p| under(path, p)),
-            TrainMode::BiasOnly { also } => path == "bias" || path.ends_with(".bias") || also.iter().any(|p| under(path, p)),
+            TrainMode::Lora { also } => {
+                path.contains("lora_") || also.iter().any(|p| under(path, p))
+            }
+            TrainMode::BiasOnly { also } => {
+                path == "bias" || path.ends_with(".bias") || also.iter().any(|p| under(path, p))
+            }
             TrainMode::HeadOnly { prefix } => under(path, prefix),
         }
     }
@@ -81,7 +85,10 @@ pub fn set_trainable<M: Module>(module: M, trainable: impl FnMut(&str) -> bool) 
             param.set_require_grad(train)
         }
     }
-    module.map(&mut Mapper { tracker: PathTracker::default(), trainable })
+    module.map(&mut Mapper {
+        tracker: PathTracker::default(),
+        trainable,
+    })
 }
 
 /// `module` with every parameter whose path matches one of the regular
@@ -91,7 +98,9 @@ pub fn set_trainable<M: Module>(module: M, trainable: impl FnMut(&str) -> bool) 
 /// An invalid regular expression.
 #[cfg(feature = "std")]
 pub fn freeze_matching<M: Module>(module: M, patterns: &[&str]) -> Result<M, crate::Error> {
-    let set = regex::RegexSet::new(patterns).map_err(|e| crate::Error::InvalidArgument { message: alloc::format!("{e}") })?;
+    let set = regex::RegexSet::new(patterns).map_err(|e| crate::Error::InvalidArgument {
+        message: alloc::format!("{e}"),
+    })?;
     let current: Vec<(String, bool)> = trainable_paths(&module);
     let mut i = 0;
     Ok(set_trainable(module, |path| {
@@ -115,10 +124,14 @@ pub fn trainable_paths<M: Module>(module: &M) -> Vec<(String, bool)> {
             self.tracker.exit();
         }
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            self.out.push((self.tracker.path(), param.is_require_grad()));
+            self.out
+                .push((self.tracker.path(), param.is_require_grad()));
         }
     }
-    let mut v = Visitor { tracker: PathTracker::default(), out: Vec::new() };
+    let mut v = Visitor {
+        tracker: PathTracker::default(),
+        out: Vec::new(),
+    };
     module.visit(&mut v);
     v.out
 }
@@ -142,21 +155,27 @@ pub fn trainable_count<M: Module>(module: &M) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
-    use alloc::string::ToString;
     use super::*;
+    use alloc::string::ToString;
     use alloc::vec;
 
     #[test]
     fn modes_select_by_path() {
-        let lora = TrainMode::Lora { also: vec!["head".to_string()] };
+        let lora = TrainMode::Lora {
+            also: vec!["head".to_string()],
+        };
         assert!(lora.trains("encoder.layer.0.attention.self.query_lora.lora_A.weight"));
         assert!(lora.trains("head.weight"));
         assert!(!lora.trains("header.weight"));
         assert!(!lora.trains("encoder.layer.0.attention.self.query.weight"));
-        let bias = TrainMode::BiasOnly { also: vec!["head".to_string()] };
+        let bias = TrainMode::BiasOnly {
+            also: vec!["head".to_string()],
+        };
         assert!(bias.trains("a.b.bias") && bias.trains("head.weight"));
         assert!(!bias.trains("a.b.bias_scale") && !bias.trains("a.b.weight"));
-        let head = TrainMode::HeadOnly { prefix: "head".to_string() };
+        let head = TrainMode::HeadOnly {
+            prefix: "head".to_string(),
+        };
         assert!(head.trains("head.bias") && !head.trains("encoder.bias"));
     }
 }

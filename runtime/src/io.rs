@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::store::{
-    ApplyError, BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
-    SafetensorsStore, SafetensorsStoreError,
+    ApplyError, BurnToPyTorchAdapter, FloatCastAdapter, ModuleAdapter, ModuleSnapshot,
+    PyTorchToBurnAdapter, SafetensorsStore, SafetensorsStoreError,
 };
 use burn::tensor::DType;
 
@@ -45,7 +45,12 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { strict: true, remap: Vec::new(), ignore_unexpected: Vec::new(), cast_to: Some(DType::F32) }
+        Self {
+            strict: true,
+            remap: Vec::new(),
+            ignore_unexpected: Vec::new(),
+            cast_to: Some(DType::F32),
+        }
     }
 }
 
@@ -82,8 +87,14 @@ pub struct LoadReport {
 
 fn store_error(path: &Path, e: SafetensorsStoreError) -> Error {
     match e {
-        SafetensorsStoreError::Io(io) => Error::Io { path: path.display().to_string(), message: io.to_string() },
-        other => Error::Safetensors { path: path.display().to_string(), message: other.to_string() },
+        SafetensorsStoreError::Io(io) => Error::Io {
+            path: path.display().to_string(),
+            message: io.to_string(),
+        },
+        other => Error::Safetensors {
+            path: path.display().to_string(),
+            message: other.to_string(),
+        },
     }
 }
 
@@ -93,12 +104,22 @@ fn store_error(path: &Path, e: SafetensorsStoreError) -> Error {
 /// [`Error::Io`] when the file cannot be read, [`Error::Safetensors`] when it
 /// is not valid safetensors, [`Error::Load`] (strict mode) listing every
 /// missing, unexpected and shape-mismatched tensor.
-pub fn load_safetensors<M: Module>(module: M, path: impl AsRef<Path>, options: &LoadOptions) -> Result<(M, LoadReport), Error> {
+pub fn load_safetensors<M: Module>(
+    module: M,
+    path: impl AsRef<Path>,
+    options: &LoadOptions,
+) -> Result<(M, LoadReport), Error> {
     let path = path.as_ref();
     if !path.is_file() {
-        return Err(Error::Io { path: path.display().to_string(), message: "no such file".into() });
+        return Err(Error::Io {
+            path: path.display().to_string(),
+            message: "no such file".into(),
+        });
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::Io { path: path.display().to_string(), message: e.to_string() })?;
+    let bytes = std::fs::read(path).map_err(|e| Error::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
     load_safetensors_bytes(module, bytes, path, options)
 }
 
@@ -114,52 +135,101 @@ pub fn load_safetensors_bytes<M: Module>(
     // Validate the container and every tensor's byte length first, so that a
     // bad file is a clear error here rather than a failure deeper down.
     match safetensors::SafeTensors::deserialize(&bytes) {
-        Err(e) => return Err(Error::Safetensors { path: path.display().to_string(), message: e.to_string() }),
+        Err(e) => {
+            return Err(Error::Safetensors {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            });
+        }
         Ok(st) => {
             for (name, view) in st.tensors() {
-                let numel: Option<usize> = view.shape().iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
-                let expected = numel.and_then(|n| n.checked_mul(view.dtype().bitsize()).map(|b| b / 8));
+                let numel: Option<usize> = view
+                    .shape()
+                    .iter()
+                    .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+                let expected =
+                    numel.and_then(|n| n.checked_mul(view.dtype().bitsize()).map(|b| b / 8));
                 if expected != Some(view.data().len()) {
                     return Err(Error::Safetensors {
                         path: path.display().to_string(),
-                        message: format!("tensor `{name}`: shape {:?} does not match its {} bytes", view.shape(), view.data().len()),
+                        message: format!(
+                            "tensor `{name}`: shape {:?} does not match its {} bytes",
+                            view.shape(),
+                            view.data().len()
+                        ),
                     });
                 }
             }
         }
     }
-    let store = SafetensorsStore::from_bytes(Some(bytes)).validate(false).allow_partial(true);
+    let store = SafetensorsStore::from_bytes(Some(bytes))
+        .validate(false)
+        .allow_partial(true);
     let mut store = match options.cast_to {
-        Some(dtype) => store.with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(dtype))),
+        Some(dtype) => {
+            store.with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(dtype)))
+        }
         None => store.with_from_adapter(PyTorchToBurnAdapter),
     };
     for (from, to) in &options.remap {
         store = store.with_key_remapping(from, to.clone());
     }
-    let result = module.load_from(&mut store).map_err(|e| store_error(path, e))?;
+    let result = module
+        .load_from(&mut store)
+        .map_err(|e| store_error(path, e))?;
 
     let ignore: Vec<regex::Regex> = options
         .ignore_unexpected
         .iter()
-        .map(|p| regex::Regex::new(p).map_err(|e| Error::InvalidArgument { message: format!("ignore pattern `{p}`: {e}") }))
+        .map(|p| {
+            regex::Regex::new(p).map_err(|e| Error::InvalidArgument {
+                message: format!("ignore pattern `{p}`: {e}"),
+            })
+        })
         .collect::<Result<_, _>>()?;
-    let unexpected_fatal: Vec<String> =
-        result.unused.iter().filter(|k| !ignore.iter().any(|r| r.is_match(k))).cloned().collect();
+    let unexpected_fatal: Vec<String> = result
+        .unused
+        .iter()
+        .filter(|k| !ignore.iter().any(|r| r.is_match(k)))
+        .cloned()
+        .collect();
     let missing: Vec<String> = result.missing.iter().map(|(p, _)| p.clone()).collect();
     let mismatched: Vec<String> = result
         .errors
         .iter()
         .map(|e| match e {
-            ApplyError::ShapeMismatch { path, expected, found } => {
-                format!("{path}: module expects {:?}, file has {:?}", expected.as_slice(), found.as_slice())
+            ApplyError::ShapeMismatch {
+                path,
+                expected,
+                found,
+            } => {
+                format!(
+                    "{path}: module expects {:?}, file has {:?}",
+                    expected.as_slice(),
+                    found.as_slice()
+                )
             }
             other => format!("{other}"),
         })
         .collect();
-    if !mismatched.is_empty() || (options.strict && (!missing.is_empty() || !unexpected_fatal.is_empty())) {
-        return Err(Error::Load { path: path.display().to_string(), missing, unexpected: unexpected_fatal, mismatched });
+    if !mismatched.is_empty()
+        || (options.strict && (!missing.is_empty() || !unexpected_fatal.is_empty()))
+    {
+        return Err(Error::Load {
+            path: path.display().to_string(),
+            missing,
+            unexpected: unexpected_fatal,
+            mismatched,
+        });
     }
-    Ok((module, LoadReport { applied: result.applied, missing, unexpected: result.unused }))
+    Ok((
+        module,
+        LoadReport {
+            applied: result.applied,
+            missing,
+            unexpected: result.unused,
+        },
+    ))
 }
 
 /// How [`save_safetensors`] writes.
@@ -184,25 +254,35 @@ pub struct SaveOptions {
 /// # Errors
 /// [`Error::Io`] when writing fails (full disk, permissions), [`Error::Safetensors`]
 /// when serialisation fails.
-pub fn save_safetensors<M: Module>(module: &M, path: impl AsRef<Path>, options: &SaveOptions) -> Result<(), Error> {
+pub fn save_safetensors<M: Module>(
+    module: &M,
+    path: impl AsRef<Path>,
+    options: &SaveOptions,
+) -> Result<(), Error> {
     let path = path.as_ref();
     let store = SafetensorsStore::from_bytes(None);
     let mut store = match options.dtype {
-        Some(dtype) => store.with_to_adapter(BurnToPyTorchAdapter.chain(FloatCastAdapter::to(dtype))),
+        Some(dtype) => {
+            store.with_to_adapter(BurnToPyTorchAdapter.chain(FloatCastAdapter::to(dtype)))
+        }
         None => store.with_to_adapter(BurnToPyTorchAdapter),
     };
     for (from, to) in &options.remap {
         store = store.with_key_remapping(from, to.clone());
     }
     for pattern in &options.only {
-        regex::Regex::new(pattern).map_err(|e| Error::InvalidArgument { message: format!("filter `{pattern}`: {e}") })?;
+        regex::Regex::new(pattern).map_err(|e| Error::InvalidArgument {
+            message: format!("filter `{pattern}`: {e}"),
+        })?;
         store = store.with_regex(pattern);
     }
     store = store.metadata("format", "pt");
     for (k, v) in &options.metadata {
         store = store.metadata(k.clone(), v.clone());
     }
-    module.save_into(&mut store).map_err(|e| store_error(path, e))?;
+    module
+        .save_into(&mut store)
+        .map_err(|e| store_error(path, e))?;
     let bytes = store.get_bytes().map_err(|e| store_error(path, e))?;
     write_atomic(path, &bytes)
 }
@@ -210,11 +290,23 @@ pub fn save_safetensors<M: Module>(module: &M, path: impl AsRef<Path>, options: 
 /// Writes `bytes` to `path` through a synced temporary file and a rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     use std::io::Write;
-    let io_err = |p: &Path, e: std::io::Error| Error::Io { path: p.display().to_string(), message: e.to_string() };
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Error::InvalidArgument { message: format!("{} is not a file path", path.display()) })?;
+    let io_err = |p: &Path, e: std::io::Error| Error::Io {
+        path: p.display().to_string(),
+        message: e.to_string(),
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| Error::InvalidArgument {
+        message: format!("{} is not a file path", path.display()),
+    })?;
     let mut tmp = PathBuf::from(dir);
-    tmp.push(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    tmp.push(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| {
         let mut file = std::fs::File::create(&tmp)?;
         file.write_all(bytes)?;

@@ -24,7 +24,14 @@ fn erf(x: f32) -> f32 {
     let x = x.clamp(-4.0, 4.0);
     let x2 = x * x;
     let mut p = -2.726_142_3e-10_f32;
-    for c in [2.770_681_4e-8, -2.101_024e-6, -5.692_506_4e-5, -7.349_906_3e-4, -2.954_600_2e-3, -1.609_603_3e-2] {
+    for c in [
+        2.770_681_4e-8,
+        -2.101_024e-6,
+        -5.692_506_4e-5,
+        -7.349_906_3e-4,
+        -2.954_600_2e-3,
+        -1.609_603_3e-2,
+    ] {
         p = p * x2 + c;
     }
     let mut q = -1.456_607_2e-5_f32;
@@ -47,7 +54,13 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     let n = (clamped * core::f32::consts::LOG2_E + SHIFT) - SHIFT;
     let r = clamped - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let mut p = 1.987_569_1e-4_f32;
-    for c in [1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 5.000_000_1e-1] {
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        1.666_666_5e-1,
+        5e-1,
+    ] {
         p = p * r + c;
     }
     let e = p * r * r + r + 1.0;
@@ -311,7 +324,11 @@ impl Kernel for LayerNormInputGrad<'_> {
                     *s += (v - mean) * (v - mean);
                 }
             }
-            let tail: f32 = chunks.remainder().iter().map(|&v| (v - mean) * (v - mean)).sum();
+            let tail: f32 = chunks
+                .remainder()
+                .iter()
+                .map(|&v| (v - mean) * (v - mean))
+                .sum();
             let var = (lanes.iter().sum::<f32>() + tail) * inv_d;
             let rstd = 1.0 / sqrt(var + self.epsilon);
             // g ← g·γ, then the two means.
@@ -360,15 +377,15 @@ impl AdamUpdate {
             let mut g = g;
             if self.decays {
                 if self.decoupled {
-                    *p = *p * self.decay;
+                    *p *= self.decay;
                 } else {
-                    g = g + *p * self.wd;
+                    g += *p * self.wd;
                 }
             }
             *m = *m * b1 + g * one_b1;
             *v = *v * b2 + (g * g) * one_b2;
             let denom = sqrt(*v) / self.bias_correction2_sqrt + self.eps;
-            *p = *p - (*m / denom) * self.step_size;
+            *p -= (*m / denom) * self.step_size;
         }
     }
 }
@@ -390,7 +407,9 @@ pub(crate) fn adam(update: &AdamUpdate, p: &mut [f32], g: &[f32], m: &mut [f32],
             self.update.run(self.p, self.g, self.m, self.v);
         }
     }
-    let one = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| pulp::Arch::new().dispatch(Piece { update, p, g, m, v });
+    let one = |p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]| {
+        pulp::Arch::new().dispatch(Piece { update, p, g, m, v })
+    };
     // A few memory-bound operations per element: below a quarter of a
     // million elements, waking the pool costs more than it saves.
     #[cfg(feature = "parallel")]
@@ -431,16 +450,28 @@ const CHUNK: usize = 1 << 14;
 /// [`crate::threads::serial_below`] it stays on one thread — or in one piece
 /// when the buffer is small or without the `parallel` feature.
 pub(crate) fn run<K: Kernel>(kernel: &K, out: &mut [f32], b: &[f32]) {
-    let one = |start: usize, out: &mut [f32], b: &[f32]| pulp::Arch::new().dispatch(Dispatched { kernel, start, out, b });
+    let one = |start: usize, out: &mut [f32], b: &[f32]| {
+        pulp::Arch::new().dispatch(Dispatched {
+            kernel,
+            start,
+            out,
+            b,
+        })
+    };
     #[cfg(feature = "parallel")]
     if out.len() > CHUNK {
         use rayon::prelude::*;
         let row = kernel.row().max(1);
         let piece = (CHUNK / row).max(1) * row;
         if b.is_empty() {
-            out.par_chunks_mut(piece).enumerate().for_each(|(i, o)| one(i * piece, o, &[]));
+            out.par_chunks_mut(piece)
+                .enumerate()
+                .for_each(|(i, o)| one(i * piece, o, &[]));
         } else {
-            out.par_chunks_mut(piece).zip(b.par_chunks(piece)).enumerate().for_each(|(i, (o, b))| one(i * piece, o, b));
+            out.par_chunks_mut(piece)
+                .zip(b.par_chunks(piece))
+                .enumerate()
+                .for_each(|(i, (o, b))| one(i * piece, o, b));
         }
         return;
     }
@@ -471,7 +502,10 @@ pub(crate) fn writable(mut t: FlexTensor) -> Result<FlexTensor, FlexTensor> {
         return Ok(t);
     }
     match values(&t).map(<[f32]>::to_vec) {
-        Some(copy) => Ok(FlexTensor::from_data(TensorData::new(copy, t.layout().shape().clone()))),
+        Some(copy) => Ok(FlexTensor::from_data(TensorData::new(
+            copy,
+            t.layout().shape().clone(),
+        ))),
         None => Err(t),
     }
 }
@@ -479,7 +513,11 @@ pub(crate) fn writable(mut t: FlexTensor) -> Result<FlexTensor, FlexTensor> {
 /// `kernel` applied to `out` (written over when nothing else holds it) with
 /// `b` as its second operand, or both tensors back when either is not a
 /// plain f32 tensor or their shapes differ.
-pub(crate) fn apply<K: Kernel>(kernel: &K, out: FlexTensor, b: Option<&FlexTensor>) -> Result<FlexTensor, FlexTensor> {
+pub(crate) fn apply<K: Kernel>(
+    kernel: &K,
+    out: FlexTensor,
+    b: Option<&FlexTensor>,
+) -> Result<FlexTensor, FlexTensor> {
     let fits = match b {
         Some(b) => values(b).is_some() && b.layout().shape() == out.layout().shape(),
         None => true,
@@ -514,7 +552,10 @@ mod tests {
             let y = super::gelu(x);
             let exact = 0.5 * x as f64 * (1.0 + libm::erf(x as f64 / core::f64::consts::SQRT_2));
             let bound = 4e-7 * (x.abs() as f64).max(1.0);
-            assert!((y as f64 - exact).abs() <= bound, "gelu({x}) = {y}, exact {exact}");
+            assert!(
+                (y as f64 - exact).abs() <= bound,
+                "gelu({x}) = {y}, exact {exact}"
+            );
         }
     }
 
@@ -528,7 +569,10 @@ mod tests {
             let xf = x as f64;
             let exact = 0.5 * (1.0 + libm::erf(xf / core::f64::consts::SQRT_2))
                 + xf * libm::exp(-0.5 * xf * xf) * f64::from(super::FRAC_1_SQRT_2PI);
-            assert!((d as f64 - exact).abs() <= 4e-7, "gelu'({x}) = {d}, exact {exact}");
+            assert!(
+                (d as f64 - exact).abs() <= 4e-7,
+                "gelu'({x}) = {d}, exact {exact}"
+            );
         }
     }
 
@@ -545,7 +589,10 @@ mod tests {
             }
             let exact = libm::exp(f64::from(x));
             let ulp = f64::from(f32::EPSILON) * exact;
-            assert!((f64::from(e) - exact).abs() <= 2.0 * ulp, "exp({x}) = {e}, exact {exact}");
+            assert!(
+                (f64::from(e) - exact).abs() <= 2.0 * ulp,
+                "exp({x}) = {e}, exact {exact}"
+            );
         }
         assert!(super::exp_nonpositive(f32::NAN).is_nan());
     }
@@ -557,24 +604,42 @@ mod tests {
         use super::Kernel;
         for row in [1usize, 7, 16, 64, 100] {
             let rows = (1 << 15) / row + 3;
-            let x: Vec<f32> = (0..rows * row).map(|i| ((i * 7919) % 1000) as f32 * 0.01 - 5.0).collect();
-            let g: Vec<f32> = (0..rows * row).map(|i| ((i * 104_729) % 997) as f32 * 0.002 - 1.0).collect();
+            let x: Vec<f32> = (0..rows * row)
+                .map(|i| ((i * 7919) % 1000) as f32 * 0.01 - 5.0)
+                .collect();
+            let g: Vec<f32> = (0..rows * row)
+                .map(|i| ((i * 104_729) % 997) as f32 * 0.002 - 1.0)
+                .collect();
             let mut y = x.clone();
             super::run(&super::Softmax(row), &mut y, &[]);
             let mut dx = g.clone();
             super::run(&super::SoftmaxBackward { row, scale: 1.0 }, &mut dx, &y);
             for r in 0..rows {
                 let xs = &x[r * row..(r + 1) * row];
-                let max = xs.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+                let max = xs
+                    .iter()
+                    .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
                 let sum: f64 = xs.iter().map(|&v| libm::exp(f64::from(v) - max)).sum();
-                let ys: Vec<f64> = xs.iter().map(|&v| libm::exp(f64::from(v) - max) / sum).collect();
+                let ys: Vec<f64> = xs
+                    .iter()
+                    .map(|&v| libm::exp(f64::from(v) - max) / sum)
+                    .collect();
                 let gs = &g[r * row..(r + 1) * row];
                 let dot: f64 = gs.iter().zip(&ys).map(|(&g, &y)| f64::from(g) * y).sum();
-                for j in 0..row {
+                for (j, &exact_y) in ys.iter().enumerate() {
                     let i = r * row + j;
-                    assert!((f64::from(y[i]) - ys[j]).abs() <= 1e-6, "row {row}: y[{i}] = {}, exact {}", y[i], ys[j]);
-                    let exact = ys[j] * (f64::from(g[i]) - dot);
-                    assert!((f64::from(dx[i]) - exact).abs() <= 1e-6, "row {row}: dx[{i}] = {}, exact {exact}", dx[i]);
+                    assert!(
+                        (f64::from(y[i]) - exact_y).abs() <= 1e-6,
+                        "row {row}: y[{i}] = {}, exact {}",
+                        y[i],
+                        exact_y
+                    );
+                    let exact = exact_y * (f64::from(g[i]) - dot);
+                    assert!(
+                        (f64::from(dx[i]) - exact).abs() <= 1e-6,
+                        "row {row}: dx[{i}] = {}, exact {exact}",
+                        dx[i]
+                    );
                 }
             }
             assert_eq!(super::Softmax(row).row(), row);
@@ -589,29 +654,55 @@ mod tests {
     fn attention_softmax_rows() {
         let (batch, rows_per_bias, keys, scale) = (3usize, 700usize, 24usize, 0.176_776_7f32);
         let n = batch * rows_per_bias * keys;
-        let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 * 0.02 - 10.0).collect();
-        let g: Vec<f32> = (0..n).map(|i| ((i * 104_729) % 997) as f32 * 0.002 - 1.0).collect();
-        let bias: Vec<f32> = (0..batch * keys)
-            .map(|i| if i % keys == (i / keys) * 5 { f32::MIN } else { (i % 5) as f32 * 0.3 })
+        let x: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.02 - 10.0)
             .collect();
-        let kernel = super::AttentionSoftmax { keys, scale, bias: &bias, rows_per_bias };
+        let g: Vec<f32> = (0..n)
+            .map(|i| ((i * 104_729) % 997) as f32 * 0.002 - 1.0)
+            .collect();
+        let bias: Vec<f32> = (0..batch * keys)
+            .map(|i| {
+                if i % keys == (i / keys) * 5 {
+                    f32::MIN
+                } else {
+                    (i % 5) as f32 * 0.3
+                }
+            })
+            .collect();
+        let kernel = super::AttentionSoftmax {
+            keys,
+            scale,
+            bias: &bias,
+            rows_per_bias,
+        };
         let mut y = x.clone();
         super::run(&kernel, &mut y, &[]);
         let mut dx = g.clone();
         super::run(&super::SoftmaxBackward { row: keys, scale }, &mut dx, &y);
         for r in 0..batch * rows_per_bias {
             let b = &bias[r / rows_per_bias * keys..][..keys];
-            let z: Vec<f64> = (0..keys).map(|j| f64::from(x[r * keys + j] * scale) + f64::from(b[j])).collect();
+            let z: Vec<f64> = (0..keys)
+                .map(|j| f64::from(x[r * keys + j] * scale) + f64::from(b[j]))
+                .collect();
             let max = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
             let sum: f64 = z.iter().map(|&v| libm::exp(v - max)).sum();
             let ys: Vec<f64> = z.iter().map(|&v| libm::exp(v - max) / sum).collect();
             let gs = &g[r * keys..(r + 1) * keys];
             let dot: f64 = gs.iter().zip(&ys).map(|(&g, &y)| f64::from(g) * y).sum();
-            for j in 0..keys {
+            for (j, &exact_y) in ys.iter().enumerate() {
                 let i = r * keys + j;
-                assert!((f64::from(y[i]) - ys[j]).abs() <= 1e-6, "y[{i}] = {}, exact {}", y[i], ys[j]);
-                let exact = f64::from(scale) * ys[j] * (f64::from(g[i]) - dot);
-                assert!((f64::from(dx[i]) - exact).abs() <= 1e-6, "dx[{i}] = {}, exact {exact}", dx[i]);
+                assert!(
+                    (f64::from(y[i]) - exact_y).abs() <= 1e-6,
+                    "y[{i}] = {}, exact {}",
+                    y[i],
+                    exact_y
+                );
+                let exact = f64::from(scale) * exact_y * (f64::from(g[i]) - dot);
+                assert!(
+                    (f64::from(dx[i]) - exact).abs() <= 1e-6,
+                    "dx[{i}] = {}, exact {exact}",
+                    dx[i]
+                );
             }
             if b.contains(&f32::MIN) {
                 assert!((0..keys).any(|j| b[j] == f32::MIN && y[r * keys + j] == 0.0));
@@ -619,7 +710,12 @@ mod tests {
         }
         // A zero bias: the scaled softmax alone.
         let zeros = alloc::vec![0.0f32; keys];
-        let plain = super::AttentionSoftmax { keys, scale, bias: &zeros, rows_per_bias: 1 };
+        let plain = super::AttentionSoftmax {
+            keys,
+            scale,
+            bias: &zeros,
+            rows_per_bias: 1,
+        };
         let mut y = x[..keys].to_vec();
         super::run(&plain, &mut y, &[]);
         let mut expect: Vec<f32> = x[..keys].iter().map(|v| v * scale).collect();

@@ -35,7 +35,9 @@ use burn::tensor::Tensor;
 /// replaces the weight returns it to the default layout.
 pub fn column_major(w: Tensor<2>) -> Tensor<2> {
     let (device, require_grad) = (w.device(), w.is_require_grad());
-    Tensor::<2>::from_data(w.transpose().into_data(), &device).transpose().set_require_grad(require_grad)
+    Tensor::<2>::from_data(w.transpose().into_data(), &device)
+        .transpose()
+        .set_require_grad(require_grad)
 }
 
 /// [`column_major`] applied to a parameter, keeping its id and training
@@ -57,7 +59,9 @@ mod tests {
     }
 
     fn ints_on(rows: usize, cols: usize, seed: usize, device: &Device) -> Tensor<2> {
-        let values: Vec<f32> = (0..rows * cols).map(|i| ((i * 7 + seed) % 9) as f32 - 4.0).collect();
+        let values: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7 + seed) % 9) as f32 - 4.0)
+            .collect();
         Tensor::from_data(TensorData::new(values, [rows, cols]), device)
     }
 
@@ -69,17 +73,31 @@ mod tests {
         // enough for gemm to split that packing over the pool's threads
         // (panels of 64 weight rows with ragged edges; an inner size above
         // gemm's depth block).
-        for (m, k, n) in
-            [(1, 37, 5), (5, 260, 300), (16, 384, 1536), (17, 64, 33), (64, 260, 300), (300, 257, 130), (200, 1031, 77)]
-        {
+        for (m, k, n) in [
+            (1, 37, 5),
+            (5, 260, 300),
+            (16, 384, 1536),
+            (17, 64, 33),
+            (64, 260, 300),
+            (300, 257, 130),
+            (200, 1031, 77),
+        ] {
             let (x, w) = (ints(m, k, 1), ints(k, n, 2));
             let stored = column_major(w.clone());
             assert_eq!(stored.dims(), [k, n]);
             let want = x.clone().matmul(w.clone()).into_data();
-            assert_eq!(x.clone().matmul(stored.clone()).into_data(), want, "{m}x{k}x{n}");
+            assert_eq!(
+                x.clone().matmul(stored.clone()).into_data(),
+                want,
+                "{m}x{k}x{n}"
+            );
             // A row of x that is a view into a larger tensor.
             let row = x.clone().slice([0..1, 0..k]);
-            assert_eq!(row.clone().matmul(stored).into_data(), row.matmul(w).into_data(), "{m}x{k}x{n}, row view");
+            assert_eq!(
+                row.clone().matmul(stored).into_data(),
+                row.matmul(w).into_data(),
+                "{m}x{k}x{n}, row view"
+            );
         }
     }
 

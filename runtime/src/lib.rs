@@ -70,21 +70,21 @@ pub mod clip;
 pub mod data;
 pub mod device;
 pub mod diagnostics;
+mod error;
 pub mod freeze;
+#[cfg(feature = "std")]
+pub mod io;
 #[cfg(feature = "simd")]
 mod kernel;
+pub mod layout;
 pub mod loss;
 pub mod lr_find;
 pub mod memory;
 pub mod norm;
-mod error;
-#[cfg(feature = "std")]
-pub mod io;
-pub mod layout;
 pub mod optim;
 pub mod params;
-pub mod plan;
 pub mod peft;
+pub mod plan;
 pub mod precision;
 pub mod recompute;
 pub mod schedule;

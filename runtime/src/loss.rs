@@ -20,9 +20,9 @@
 //! assert_eq!(mse(t.clone(), t).into_scalar::<f32>(), 0.0);
 //! ```
 
+use burn::tensor::Int;
 use burn::tensor::Tensor;
 use burn::tensor::activation::{log_sigmoid, log_softmax};
-use burn::tensor::Int;
 
 use crate::precision::to_f32;
 
@@ -37,7 +37,10 @@ pub fn mse<const D: usize>(pred: Tensor<D>, target: Tensor<D>) -> Tensor<1> {
 pub fn bce_with_logits<const D: usize>(logits: Tensor<D>, targets: Tensor<D>) -> Tensor<1> {
     let (logits, targets) = (to_f32(logits), to_f32(targets));
     let one_minus_t = targets.neg().add_scalar(1.0);
-    one_minus_t.mul(logits.clone()).sub(log_sigmoid(logits)).mean()
+    one_minus_t
+        .mul(logits.clone())
+        .sub(log_sigmoid(logits))
+        .mean()
 }
 
 /// Cross-entropy of `[batch, classes]` logits against class indices `[batch]`

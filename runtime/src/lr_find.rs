@@ -55,7 +55,15 @@ pub struct LrFinder {
 impl LrFinder {
     /// 100 steps from 1e-7 to 10, smoothing 0.98, stop at 4× the best loss.
     pub fn new(batch_size: usize) -> Self {
-        Self { start_lr: 1e-7, end_lr: 10.0, steps: 100, smoothing: 0.98, divergence: 4.0, batch_size, seed: 0 }
+        Self {
+            start_lr: 1e-7,
+            end_lr: 10.0,
+            steps: 100,
+            smoothing: 0.98,
+            divergence: 4.0,
+            batch_size,
+            seed: 0,
+        }
     }
     /// Sets the range.
     pub fn with_range(mut self, start_lr: f64, end_lr: f64) -> Self {
@@ -76,7 +84,11 @@ impl LrFinder {
 
     /// The learning rate of step `i`.
     pub fn lr(&self, i: usize) -> f64 {
-        let t = if self.steps > 1 { i as f64 / (self.steps - 1) as f64 } else { 0.0 };
+        let t = if self.steps > 1 {
+            i as f64 / (self.steps - 1) as f64
+        } else {
+            0.0
+        };
         self.start_lr * libm::pow(self.end_lr / self.start_lr, t)
     }
 
@@ -92,7 +104,10 @@ impl LrFinder {
         device: &Device,
         forward: impl Fn(&M, &D::Batch) -> Output,
     ) -> Result<LrCurve, Error> {
-        if !(self.start_lr > 0.0 && self.end_lr > self.start_lr) || self.steps < 2 || self.batch_size == 0 {
+        if !(self.start_lr > 0.0 && self.end_lr > self.start_lr)
+            || self.steps < 2
+            || self.batch_size == 0
+        {
             return Err(Error::InvalidArgument {
                 message: format!(
                     "the range test needs 0 < start_lr < end_lr, at least 2 steps and a batch size ≥ 1 (got {}..{}, {} steps, batch {})",
@@ -101,7 +116,9 @@ impl LrFinder {
             });
         }
         if data.is_empty() {
-            return Err(Error::InvalidArgument { message: "the training data is empty".into() });
+            return Err(Error::InvalidArgument {
+                message: "the training data is empty".into(),
+            });
         }
         let mut model = model.clone();
         let mut optimizer = optimizer.clone();
@@ -112,7 +129,11 @@ impl LrFinder {
         for i in 0..self.steps {
             if batches.is_empty() {
                 let order = epoch_order(data.len(), self.seed, epoch, true);
-                batches = order.chunks(self.batch_size).rev().map(<[usize]>::to_vec).collect();
+                batches = order
+                    .chunks(self.batch_size)
+                    .rev()
+                    .map(<[usize]>::to_vec)
+                    .collect();
                 epoch += 1;
             }
             let indices = batches.pop().unwrap_or_default();

@@ -92,7 +92,8 @@ impl<A> Counting<A> {
 
     /// Bytes that can still be allocated within the budget.
     pub fn headroom(&self) -> usize {
-        self.budget().saturating_sub(self.current.load(Ordering::Relaxed))
+        self.budget()
+            .saturating_sub(self.current.load(Ordering::Relaxed))
     }
 
     /// The counters now.
@@ -109,7 +110,8 @@ impl<A> Counting<A> {
     /// Starts a new measurement: the peak becomes the current live bytes and
     /// the allocation counters go to zero.
     pub fn reset_peak(&self) {
-        self.peak.store(self.current.load(Ordering::Relaxed), Ordering::Relaxed);
+        self.peak
+            .store(self.current.load(Ordering::Relaxed), Ordering::Relaxed);
         self.allocations.store(0, Ordering::Relaxed);
         self.allocated.store(0, Ordering::Relaxed);
         self.refused.store(0, Ordering::Relaxed);
@@ -135,7 +137,12 @@ impl<A> Counting<A> {
                 self.refused.fetch_add(1, Ordering::Relaxed);
                 return false;
             };
-            match self.current.compare_exchange_weak(current, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self.current.compare_exchange_weak(
+                current,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => {
                     self.peak.fetch_max(next, Ordering::Relaxed);
                     return true;
@@ -166,7 +173,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
         }
         // SAFETY: forwarded contract (non-zero-size layout from the caller).
         let ptr = unsafe { self.inner.alloc(layout) };
-        if ptr.is_null() { self.release(layout.size()) } else { self.count(layout.size()) }
+        if ptr.is_null() {
+            self.release(layout.size())
+        } else {
+            self.count(layout.size())
+        }
         ptr
     }
 
@@ -176,7 +187,11 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
         }
         // SAFETY: forwarded contract.
         let ptr = unsafe { self.inner.alloc_zeroed(layout) };
-        if ptr.is_null() { self.release(layout.size()) } else { self.count(layout.size()) }
+        if ptr.is_null() {
+            self.release(layout.size())
+        } else {
+            self.count(layout.size())
+        }
         ptr
     }
 
@@ -220,9 +235,8 @@ unsafe impl<A: GlobalAlloc> GlobalAlloc for Counting<A> {
 /// 1 GiB — or 32 MiB where glibc refuses more — come from the heap, and the
 /// heap is not trimmed below 2 GiB of free space), so freed tensors'
 /// memory is reused without page faults, at the price of resident memory
-/// staying near its peak. On a MiniLM LoRA training step this took the page
-/// faults of the main thread from 886 k to 83 k over the same run (see
-/// BENCHMARKS.md). It changes the whole process: call it from a binary's
+/// staying near its peak (BENCHMARKS.md has its effect on a MiniLM LoRA
+/// training step). It changes the whole process: call it from a binary's
 /// `main`, not from a library. Elsewhere than glibc (musl, bare metal,
 /// macOS, Windows) it does nothing and returns `false`.
 ///
@@ -242,7 +256,9 @@ pub fn reuse_freed_memory() -> bool {
         }
         // SAFETY: mallopt only reads its two integer arguments; glibc
         // rejects values it does not accept by returning 0.
-        let mmap = unsafe { mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 || mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1 };
+        let mmap = unsafe {
+            mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 || mallopt(M_MMAP_THRESHOLD, 32 << 20) == 1
+        };
         // SAFETY: as above.
         let trim = unsafe { mallopt(M_TRIM_THRESHOLD, core::ffi::c_int::MAX) == 1 };
         mmap && trim
@@ -285,7 +301,10 @@ mod tests {
             assert!(!b.is_null());
             let c = heap.realloc(b, l50, 90);
             assert!(!c.is_null());
-            assert!(heap.realloc(c, Layout::from_size_align(90, 4).unwrap(), 120).is_null());
+            assert!(
+                heap.realloc(c, Layout::from_size_align(90, 4).unwrap(), 120)
+                    .is_null()
+            );
             heap.dealloc(c, Layout::from_size_align(90, 4).unwrap());
         }
         let s = heap.stats();

@@ -33,13 +33,13 @@
 
 use alloc::vec::Vec;
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
+use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension};
 use burn::nn::LayerNorm;
 use burn::tensor::{DType, Shape, Tensor};
 
@@ -48,28 +48,46 @@ use burn::tensor::{DType, Shape, Tensor};
 pub trait LayerNormOps: Backend {
     /// Layer norm over the last dimension of `x` with scale `gamma` and
     /// shift `beta` (both `[d]`).
-    fn layer_norm_lean(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+    fn layer_norm_lean(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
         Self::layer_norm(x, gamma, Some(beta), epsilon)
     }
 
     /// The input gradient `σ⁻¹·(g·γ − mean(g·γ) − x̂·mean(g·γ·x̂))` from the
     /// input `x`, the output gradient `g` and `γ`, the row statistics
     /// recomputed from `x`.
-    fn layer_norm_input_grad(x: FloatTensor<Self>, g: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+    fn layer_norm_input_grad(
+        x: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
         input_grad::<Self>(x, g, gamma, epsilon)
     }
 }
 
 /// [`LayerNormOps::layer_norm_input_grad`] composed of the backend's float
 /// ops.
-fn input_grad<B: Backend>(x: FloatTensor<B>, g: FloatTensor<B>, gamma: FloatTensor<B>, epsilon: f64) -> FloatTensor<B> {
+fn input_grad<B: Backend>(
+    x: FloatTensor<B>,
+    g: FloatTensor<B>,
+    gamma: FloatTensor<B>,
+    epsilon: f64,
+) -> FloatTensor<B> {
     let shape = x.shape();
     let last = shape.num_dims() - 1;
     let (xhat, rstd) = normalized::<B>(x, epsilon);
     let gx = B::float_mul(g, B::float_reshape(gamma, row_shape(&shape)));
     let m1 = B::float_mean_dim(gx.clone(), last);
     let m2 = B::float_mean_dim(B::float_mul(gx.clone(), xhat.clone()), last);
-    B::float_mul(B::float_sub(B::float_sub(gx, m1), B::float_mul(xhat, m2)), rstd)
+    B::float_mul(
+        B::float_sub(B::float_sub(gx, m1), B::float_mul(xhat, m2)),
+        rstd,
+    )
 }
 
 /// `(x̂, σ⁻¹)` of `x` over its last dimension, as the forward pass computed
@@ -88,13 +106,21 @@ fn normalized<B: Backend>(x: FloatTensor<B>, epsilon: f64) -> (FloatTensor<B>, F
 /// means on the fly), split over the thread pool by rows and written over
 /// the output gradient when nothing else holds it.
 impl LayerNormOps for burn::backend::Flex {
-    fn layer_norm_input_grad(x: FloatTensor<Self>, g: FloatTensor<Self>, gamma: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+    fn layer_norm_input_grad(
+        x: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
         #[cfg(feature = "simd")]
         let g = {
             let d = x.layout().shape()[x.layout().shape().num_dims() - 1];
             match crate::kernel::values(&gamma) {
                 Some(gammas) if gammas.len() == d && d > 0 => {
-                    let kernel = crate::kernel::LayerNormInputGrad { gamma: gammas, epsilon: epsilon as f32 };
+                    let kernel = crate::kernel::LayerNormInputGrad {
+                        gamma: gammas,
+                        epsilon: epsilon as f32,
+                    };
                     match crate::kernel::apply(&kernel, g, Some(&x)) {
                         Ok(dx) => return dx,
                         Err(g) => g,
@@ -118,14 +144,27 @@ type State<B> = (FloatTensor<B>, Option<FloatTensor<B>>, f64);
 struct LayerNormBackward;
 
 fn row_shape(shape: &Shape) -> Shape {
-    let dims: Vec<usize> = (0..shape.num_dims()).map(|i| if i + 1 == shape.num_dims() { shape[i] } else { 1 }).collect();
+    let dims: Vec<usize> = (0..shape.num_dims())
+        .map(|i| {
+            if i + 1 == shape.num_dims() {
+                shape[i]
+            } else {
+                1
+            }
+        })
+        .collect();
     Shape::from(dims)
 }
 
 impl<B: LayerNormOps> Backward<B, 3> for LayerNormBackward {
     type State = State<B>;
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 3>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let (x, gamma, epsilon) = ops.state;
         let g = grads.consume::<B>(&ops.node);
@@ -134,7 +173,8 @@ impl<B: LayerNormOps> Backward<B, 3> for LayerNormBackward {
         let d = shape[last];
         let rows = shape.num_elements() / d.max(1);
         let flat = |t: FloatTensor<B>| B::float_reshape(t, Shape::from([rows, d]));
-        let to_param = |t: FloatTensor<B>| B::float_reshape(B::float_sum_dim(flat(t), 0), Shape::from([d]));
+        let to_param =
+            |t: FloatTensor<B>| B::float_reshape(B::float_sum_dim(flat(t), 0), Shape::from([d]));
 
         if let Some(node) = node_beta {
             grads.register::<B>(node.id, to_param(g.clone()));
@@ -150,10 +190,22 @@ impl<B: LayerNormOps> Backward<B, 3> for LayerNormBackward {
 }
 
 impl<B: LayerNormOps, C: CheckpointStrategy> LayerNormOps for Autodiff<B, C> {
-    fn layer_norm_lean(x: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: FloatTensor<Self>, epsilon: f64) -> FloatTensor<Self> {
+    fn layer_norm_lean(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
         let x_tracked = x.is_tracked();
-        let prepared = LayerNormBackward.prepare::<C>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful();
-        let (x, gamma, beta) = (x.into_primitive(), gamma.into_primitive(), beta.into_primitive());
+        let prepared = LayerNormBackward
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful();
+        let (x, gamma, beta) = (
+            x.into_primitive(),
+            gamma.into_primitive(),
+            beta.into_primitive(),
+        );
         match prepared {
             OpsKind::Tracked(prep) => {
                 let out = B::layer_norm_lean(x.clone(), gamma.clone(), beta, epsilon);

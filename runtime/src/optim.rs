@@ -51,10 +51,12 @@
 //! # let _ = (&mut adamw, &mut sgd);
 //! ```
 
+use alloc::vec::Vec;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer, SgdConfig};
-use alloc::vec::Vec;
+use burn::optim::{
+    AdamState, AdaptiveMomentumState, LearningRate, ModuleOptimizer, Optimizer, SgdConfig,
+};
 
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
@@ -64,24 +66,39 @@ pub const TORCH_ADAM_EPS: f32 = 1e-8;
 /// `torch.optim.SGD(weight_decay=weight_decay)` without momentum.
 pub fn sgd(weight_decay: f32) -> SgdConfig {
     let config = SgdConfig::new();
-    if weight_decay != 0.0 { config.with_weight_decay(Some(WeightDecayConfig::new(weight_decay))) } else { config }
+    if weight_decay != 0.0 {
+        config.with_weight_decay(Some(WeightDecayConfig::new(weight_decay)))
+    } else {
+        config
+    }
 }
 
 /// `torch.optim.SGD(momentum=…, dampening=…, nesterov=…)`.
 pub fn sgd_momentum(momentum: f64, dampening: f64, nesterov: bool) -> SgdConfig {
     SgdConfig::new().with_momentum(Some(
-        MomentumConfig::new().with_momentum(momentum).with_dampening(dampening).with_nesterov(nesterov),
+        MomentumConfig::new()
+            .with_momentum(momentum)
+            .with_dampening(dampening)
+            .with_nesterov(nesterov),
     ))
 }
 
 /// `torch.optim.Adam(weight_decay=weight_decay)`: L2 penalty in the gradient.
 pub fn adam(weight_decay: f64) -> Adam {
-    Adam { weight_decay, decoupled: false, ..Adam::default() }
+    Adam {
+        weight_decay,
+        decoupled: false,
+        ..Adam::default()
+    }
 }
 
 /// `torch.optim.AdamW(weight_decay=weight_decay)`: decoupled decay.
 pub fn adamw(weight_decay: f64) -> Adam {
-    Adam { weight_decay, decoupled: true, ..Adam::default() }
+    Adam {
+        weight_decay,
+        decoupled: true,
+        ..Adam::default()
+    }
 }
 
 /// Adam and AdamW with PyTorch's arithmetic (f64 scalars, `torch.optim.Adam`'s
@@ -103,7 +120,13 @@ pub struct Adam {
 
 impl Default for Adam {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false }
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+        }
     }
 }
 
@@ -128,8 +151,14 @@ impl Adam {
 }
 
 /// Element types the fused CPU step runs on.
-trait FusedElem: Copy + burn::tensor::Element + core::ops::Add<Output = Self> + core::ops::Sub<Output = Self>
-    + core::ops::Mul<Output = Self> + core::ops::Div<Output = Self> {
+trait FusedElem:
+    Copy
+    + burn::tensor::Element
+    + core::ops::Add<Output = Self>
+    + core::ops::Sub<Output = Self>
+    + core::ops::Mul<Output = Self>
+    + core::ops::Div<Output = Self>
+{
     fn of(x: f64) -> Self;
     fn sqrt(self) -> Self;
 }
@@ -163,7 +192,12 @@ impl FusedElem for f64 {
 }
 
 fn to_vec<const D: usize, E: FusedElem>(t: Tensor<D>) -> Vec<E> {
-    t.into_data().try_into_vec::<E>().unwrap_or_else(|e| panic!("optimizer state is not {}: {e:?}", core::any::type_name::<E>()))
+    t.into_data().try_into_vec::<E>().unwrap_or_else(|e| {
+        panic!(
+            "optimizer state is not {}: {e:?}",
+            core::any::type_name::<E>()
+        )
+    })
 }
 
 impl Adam {
@@ -183,15 +217,31 @@ impl Adam {
         let mut p = to_vec::<D, E>(param);
         let g = to_vec::<D, E>(grad);
         let (time, m, v) = match state {
-            Some(AdamState { momentum: s }) => (s.time + 1, Some(to_vec::<D, E>(s.moment_1)), Some(to_vec::<D, E>(s.moment_2))),
+            Some(AdamState { momentum: s }) => (
+                s.time + 1,
+                Some(to_vec::<D, E>(s.moment_1)),
+                Some(to_vec::<D, E>(s.moment_2)),
+            ),
             None => (1, None, None),
         };
         let t = time as i32;
         let bias_correction1 = 1.0 - libm::pow(self.beta1, f64::from(t));
         let bias_correction2_sqrt = libm::sqrt(1.0 - libm::pow(self.beta2, f64::from(t)));
-        let (decay, wd) = (E::of(1.0 - lr * self.weight_decay), E::of(self.weight_decay));
-        let (b1, one_b1, b2, one_b2) = (E::of(self.beta1), E::of(1.0 - self.beta1), E::of(self.beta2), E::of(1.0 - self.beta2));
-        let (bc2, eps, step_size) = (E::of(bias_correction2_sqrt), E::of(self.eps), E::of(lr / bias_correction1));
+        let (decay, wd) = (
+            E::of(1.0 - lr * self.weight_decay),
+            E::of(self.weight_decay),
+        );
+        let (b1, one_b1, b2, one_b2) = (
+            E::of(self.beta1),
+            E::of(1.0 - self.beta1),
+            E::of(self.beta2),
+            E::of(1.0 - self.beta2),
+        );
+        let (bc2, eps, step_size) = (
+            E::of(bias_correction2_sqrt),
+            E::of(self.eps),
+            E::of(lr / bias_correction1),
+        );
         let n = p.len();
         // A first step starts from zero moments: 0·β + x = x exactly (up to
         // the sign of a zero), so this is the tensor path's first step
@@ -214,9 +264,14 @@ impl Adam {
             let denom = v.sqrt() / bc2 + eps;
             *p = *p - (*m / denom) * step_size;
         }
-        let tensor = |data: Vec<E>| Tensor::<D>::from_data(TensorData::new(data, shape.clone()), (&device, dtype));
+        let tensor = |data: Vec<E>| {
+            Tensor::<D>::from_data(TensorData::new(data, shape.clone()), (&device, dtype))
+        };
         let (m, v) = (tensor(m), tensor(v));
-        (tensor(p), Some(AdamState::new(AdaptiveMomentumState::new(time, m, v))))
+        (
+            tensor(p),
+            Some(AdamState::new(AdaptiveMomentumState::new(time, m, v))),
+        )
     }
 }
 
@@ -228,20 +283,29 @@ impl Adam {
     /// and back into tensors. Same arithmetic, element for element. The
     /// inputs come back unchanged when a tensor is not a plain f32 CPU
     /// buffer.
-    #[allow(clippy::type_complexity)]
+    #[allow(
+        clippy::type_complexity,
+        clippy::result_large_err,
+        reason = "the error hands the unchanged inputs back for the composed update"
+    )]
     fn step_flex<const D: usize>(
         &self,
         lr: LearningRate,
         param: Tensor<D>,
         grad: Tensor<D>,
         state: Option<AdamState<D>>,
-    ) -> Result<(Tensor<D>, Option<AdamState<D>>), (Tensor<D>, Tensor<D>, Option<AdamState<D>>)> {
+    ) -> Result<(Tensor<D>, Option<AdamState<D>>), (Tensor<D>, Tensor<D>, Option<AdamState<D>>)>
+    {
         use crate::kernel;
-        use burn::backend::flex::FlexTensor;
         use burn::backend::Flex;
+        use burn::backend::flex::FlexTensor;
 
         let fits = |t: &Tensor<D>| t.dtype() == DType::F32 && t.shape() == param.shape();
-        if !fits(&grad) || !state.as_ref().is_none_or(|s| fits(&s.momentum.moment_1) && fits(&s.momentum.moment_2)) {
+        if !fits(&grad)
+            || !state
+                .as_ref()
+                .is_none_or(|s| fits(&s.momentum.moment_1) && fits(&s.momentum.moment_2))
+        {
             return Err((param, grad, state));
         }
         let (time, m, v) = match state {
@@ -269,13 +333,18 @@ impl Adam {
             (Ok(p), Ok(g), Ok(m), Ok(v)) => (p, g, m, v),
             (p, g, m, v) => {
                 let (m, v) = (restore(m), restore(v));
-                let state = (time > 1).then(|| AdamState::new(AdaptiveMomentumState::new(time - 1, m, v)));
+                let state =
+                    (time > 1).then(|| AdamState::new(AdaptiveMomentumState::new(time - 1, m, v)));
                 return Err((restore(p), restore(g), state));
             }
         };
         // Every buffer has its values, so these are the buffers themselves
         // or, when shared, fresh copies.
-        let (Ok(mut p), Ok(mut m), Ok(mut v)) = (kernel::writable(p), kernel::writable(m), kernel::writable(v)) else {
+        let (Ok(mut p), Ok(mut m), Ok(mut v)) = (
+            kernel::writable(p),
+            kernel::writable(m),
+            kernel::writable(v),
+        ) else {
             unreachable!("writable: every tensor here has its values");
         };
         let t = time as i32;
@@ -291,12 +360,24 @@ impl Adam {
             decays: self.weight_decay != 0.0,
             decoupled: self.decoupled,
         };
-        match (kernel::values_mut(&mut p), kernel::values(&g), kernel::values_mut(&mut m), kernel::values_mut(&mut v)) {
+        match (
+            kernel::values_mut(&mut p),
+            kernel::values(&g),
+            kernel::values_mut(&mut m),
+            kernel::values_mut(&mut v),
+        ) {
             (Some(ps), Some(gs), Some(ms), Some(vs)) => kernel::adam(&update, ps, gs, ms, vs),
             _ => unreachable!("writable buffers have their values"),
         }
         let tensor = Tensor::<D>::from_primitive::<Flex>;
-        Ok((tensor(p), Some(AdamState::new(AdaptiveMomentumState::new(time, tensor(m), tensor(v))))))
+        Ok((
+            tensor(p),
+            Some(AdamState::new(AdaptiveMomentumState::new(
+                time,
+                tensor(m),
+                tensor(v),
+            ))),
+        ))
     }
 }
 
@@ -320,7 +401,9 @@ impl Optimizer for Adam {
         if param.device() == Device::flex() {
             let dtype = param.dtype();
             let same = grad.dtype() == dtype
-                && state.as_ref().is_none_or(|s| s.momentum.moment_1.dtype() == dtype && s.momentum.moment_2.dtype() == dtype);
+                && state.as_ref().is_none_or(|s| {
+                    s.momentum.moment_1.dtype() == dtype && s.momentum.moment_2.dtype() == dtype
+                });
             if same && dtype == DType::F32 {
                 return self.step_fused::<D, f32>(lr, param, grad, state);
             }
@@ -338,8 +421,12 @@ impl Optimizer for Adam {
         let (time, m, v) = match state {
             Some(AdamState { momentum: s }) => (
                 s.time + 1,
-                s.moment_1.mul_scalar(self.beta1).add(grad.clone().mul_scalar(1.0 - self.beta1)),
-                s.moment_2.mul_scalar(self.beta2).add(grad.clone().mul(grad).mul_scalar(1.0 - self.beta2)),
+                s.moment_1
+                    .mul_scalar(self.beta1)
+                    .add(grad.clone().mul_scalar(1.0 - self.beta1)),
+                s.moment_2
+                    .mul_scalar(self.beta2)
+                    .add(grad.clone().mul(grad).mul_scalar(1.0 - self.beta2)),
             ),
             None => (
                 1,
@@ -351,9 +438,16 @@ impl Optimizer for Adam {
         let bias_correction1 = 1.0 - libm::pow(self.beta1, f64::from(t));
         let bias_correction2_sqrt = libm::sqrt(1.0 - libm::pow(self.beta2, f64::from(t)));
         let step_size = lr / bias_correction1;
-        let denom = v.clone().sqrt().div_scalar(bias_correction2_sqrt).add_scalar(self.eps);
+        let denom = v
+            .clone()
+            .sqrt()
+            .div_scalar(bias_correction2_sqrt)
+            .add_scalar(self.eps);
         let param = param.sub(m.clone().div(denom).mul_scalar(step_size));
-        (param, Some(AdamState::new(AdaptiveMomentumState::new(time, m, v))))
+        (
+            param,
+            Some(AdamState::new(AdaptiveMomentumState::new(time, m, v))),
+        )
     }
 
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {

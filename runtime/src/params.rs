@@ -74,7 +74,13 @@ impl ModuleVisitor for Collect<'_> {
         let value = param.val().detach();
         let shape = value.shape().dims::<D>().to_vec();
         let grad = self.grads.and_then(|g| g.get::<D>(param.id)).map(flat);
-        self.out.push(ParamEntry { path: self.tracker.path(), id: param.id, shape, value: flat(value), grad });
+        self.out.push(ParamEntry {
+            path: self.tracker.path(),
+            id: param.id,
+            shape,
+            value: flat(value),
+            grad,
+        });
     }
 }
 
@@ -91,7 +97,11 @@ impl ModuleVisitor for Collect<'_> {
 /// assert_eq!(paths, ["weight", "bias"]);
 /// ```
 pub fn parameters<M: Module>(module: &M, grads: Option<&GradientsParams>) -> Vec<ParamEntry> {
-    let mut visitor = Collect { tracker: PathTracker::default(), grads, out: Vec::new() };
+    let mut visitor = Collect {
+        tracker: PathTracker::default(),
+        grads,
+        out: Vec::new(),
+    };
     module.visit(&mut visitor);
     visitor.out
 }
@@ -105,7 +115,8 @@ pub fn scale_grads<M: Module>(module: &M, grads: &mut GradientsParams, factor: f
     impl ModuleVisitor for Scale<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if let Some(grad) = self.grads.remove::<D>(param.id) {
-                self.grads.register::<D>(param.id, grad.mul_scalar(self.factor));
+                self.grads
+                    .register::<D>(param.id, grad.mul_scalar(self.factor));
             }
         }
     }
@@ -123,7 +134,11 @@ pub fn materialize<M: Module>(module: M) -> M {
     struct Materialize;
     impl burn::module::ModuleMapper for Materialize {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-            if param.is_initialized() { param } else { param.map(|t| t) }
+            if param.is_initialized() {
+                param
+            } else {
+                param.map(|t| t)
+            }
         }
     }
     module.map(&mut Materialize)

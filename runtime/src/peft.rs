@@ -80,10 +80,21 @@ impl LoraConfig {
         // peft: kaiming_uniform_(A, a=√5) → U(−1/√in, 1/√in); B = 0.
         let a = LinearConfig::new(d_input, r)
             .with_bias(false)
-            .with_initializer(Initializer::KaimingUniform { gain: 1.0 / libm::sqrt(3.0), fan_out_only: false })
+            .with_initializer(Initializer::KaimingUniform {
+                gain: 1.0 / libm::sqrt(3.0),
+                fan_out_only: false,
+            })
             .init(device);
-        let b = LinearConfig::new(r, d_output).with_bias(false).with_initializer(Initializer::Zeros).init(device);
-        Lora { lora_A: a, lora_B: b, dropout: DropoutConfig::new(self.dropout).init(), scaling: self.alpha / r as f64 }
+        let b = LinearConfig::new(r, d_output)
+            .with_bias(false)
+            .with_initializer(Initializer::Zeros)
+            .init(device);
+        Lora {
+            lora_A: a,
+            lora_B: b,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            scaling: self.alpha / r as f64,
+        }
     }
 
     /// Whether a layer named `name` (the last segment of its path) is a target.
@@ -109,7 +120,11 @@ impl Lora {
 
     /// `ΔW = scaling · A·B` in Burn's `[in, out]` layout.
     pub fn delta(&self) -> Tensor<2> {
-        self.lora_A.weight.val().matmul(self.lora_B.weight.val()).mul_scalar(self.scaling)
+        self.lora_A
+            .weight
+            .val()
+            .matmul(self.lora_B.weight.val())
+            .mul_scalar(self.scaling)
     }
 }
 
@@ -125,16 +140,27 @@ pub fn forward_with<const D: usize>(base: &Linear, lora: Option<&Lora>, x: Tenso
 /// without the extra matmuls. Keeps the base weight's parameter id.
 pub fn merge(base: Linear, lora: &Lora) -> Linear {
     let delta = lora.delta().detach();
-    Linear { weight: base.weight.map(|w| w + delta), bias: base.bias }
+    Linear {
+        weight: base.weight.map(|w| w + delta),
+        bias: base.bias,
+    }
 }
 
 /// Undoes [`merge`] (up to rounding).
 pub fn unmerge(base: Linear, lora: &Lora) -> Linear {
     let delta = lora.delta().detach();
-    Linear { weight: base.weight.map(|w| w - delta), bias: base.bias }
+    Linear {
+        weight: base.weight.map(|w| w - delta),
+        bias: base.bias,
+    }
 }
 
 /// A frozen copy of `linear` (no gradients for its weight and bias).
 pub fn freeze_linear(linear: Linear) -> Linear {
-    Linear { weight: linear.weight.set_require_grad(false), bias: linear.bias.map(|b: Param<Tensor<1>>| b.set_require_grad(false)) }
+    Linear {
+        weight: linear.weight.set_require_grad(false),
+        bias: linear
+            .bias
+            .map(|b: Param<Tensor<1>>| b.set_require_grad(false)),
+    }
 }

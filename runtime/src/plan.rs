@@ -152,7 +152,10 @@ impl Planner {
     /// # Errors
     /// The measurement's errors, and [`Error::InvalidArgument`] when not even
     /// a batch of one fits the budget.
-    pub fn plan(&self, mut measure: impl FnMut(usize, Precision, Strategy) -> Result<usize, Error>) -> Result<Plan, Error> {
+    pub fn plan(
+        &self,
+        mut measure: impl FnMut(usize, Precision, Strategy) -> Result<usize, Error>,
+    ) -> Result<Plan, Error> {
         let (b1, b2) = (1usize, 2usize.min(self.batch_size).max(1));
         let mut fitted = Vec::new();
         for &(precision, recompute) in &self.candidates {
@@ -164,17 +167,35 @@ impl Planner {
             } else {
                 (p1, 0.0)
             };
-            let f = Fitted { precision, recompute, fixed_bytes: fixed, per_example_bytes: per };
+            let f = Fitted {
+                precision,
+                recompute,
+                fixed_bytes: fixed,
+                per_example_bytes: per,
+            };
             fitted.push(f);
             if f.predict(self.batch_size) <= self.budget as f64 {
-                let choice = Choice { batch_size: self.batch_size, grad_accumulation: 1, precision, recompute };
-                return Ok(Plan { choice, predicted_peak_bytes: f.predict(self.batch_size), budget_bytes: self.budget, candidates: fitted });
+                let choice = Choice {
+                    batch_size: self.batch_size,
+                    grad_accumulation: 1,
+                    precision,
+                    recompute,
+                };
+                return Ok(Plan {
+                    choice,
+                    predicted_peak_bytes: f.predict(self.batch_size),
+                    budget_bytes: self.budget,
+                    candidates: fitted,
+                });
             }
         }
         // Nothing fits the whole batch: the largest micro-batch, accumulated.
         let best = fitted
             .iter()
-            .filter_map(|f| f.largest_batch(self.budget, self.batch_size).map(|b| (b, f)))
+            .filter_map(|f| {
+                f.largest_batch(self.budget, self.batch_size)
+                    .map(|b| (b, f))
+            })
             .max_by_key(|(b, _)| *b);
         match best {
             Some((b, f)) => {
@@ -185,10 +206,18 @@ impl Planner {
                     recompute: f.recompute,
                 };
                 let predicted = f.predict(b);
-                Ok(Plan { choice, predicted_peak_bytes: predicted, budget_bytes: self.budget, candidates: fitted })
+                Ok(Plan {
+                    choice,
+                    predicted_peak_bytes: predicted,
+                    budget_bytes: self.budget,
+                    candidates: fitted,
+                })
             }
             None => {
-                let least = fitted.iter().map(|f| f.predict(1)).fold(f64::INFINITY, f64::min);
+                let least = fitted
+                    .iter()
+                    .map(|f| f.predict(1))
+                    .fold(f64::INFINITY, f64::min);
                 Err(Error::InvalidArgument {
                     message: format!(
                         "a memory budget of {:.0} MiB is too small: even one example needs about {:.0} MiB",
@@ -204,9 +233,13 @@ impl Planner {
 /// Parses a size such as `512MiB`, `1.5GiB`, `300MB`, `65536` (bytes).
 pub fn parse_bytes(text: &str) -> Result<usize, Error> {
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let bad = || Error::InvalidArgument { message: format!("`{text}` is not a size (examples: 512MiB, 1GiB, 300MB, 65536)") };
+    let bad = || Error::InvalidArgument {
+        message: format!("`{text}` is not a size (examples: 512MiB, 1GiB, 300MB, 65536)"),
+    };
     let value: f64 = num.parse().map_err(|_| bad())?;
     let factor = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,

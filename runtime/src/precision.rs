@@ -142,7 +142,9 @@ impl core::str::FromStr for Precision {
             "fp32" | "f32" | "float32" => Ok(Precision::Fp32),
             "f16" | "fp16" | "float16" | "half" => Ok(Precision::F16),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
-            _ => Err(Error::InvalidArgument { message: alloc::format!("unknown precision `{s}` (expected fp32, f16 or bf16)") }),
+            _ => Err(Error::InvalidArgument {
+                message: alloc::format!("unknown precision `{s}` (expected fp32, f16 or bf16)"),
+            }),
         }
     }
 }
@@ -201,19 +203,31 @@ fn is(x: &DType, dtype: FloatDType) -> bool {
 /// they are. For norms, softmax, losses and reductions under autocast.
 pub fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let dtype = x.dtype();
-    if is(&dtype, FloatDType::F16) || is(&dtype, FloatDType::BF16) { x.cast(FloatDType::F32) } else { x }
+    if is(&dtype, FloatDType::F16) || is(&dtype, FloatDType::BF16) {
+        x.cast(FloatDType::F32)
+    } else {
+        x
+    }
 }
 
 /// `x` in the compute type in force (no-op outside autocast).
 pub fn to_compute<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let p = current();
-    if !p.is_reduced() || is(&x.dtype(), p.dtype()) { x } else { x.cast(p.dtype()) }
+    if !p.is_reduced() || is(&x.dtype(), p.dtype()) {
+        x
+    } else {
+        x.cast(p.dtype())
+    }
 }
 
 /// `a + b`; when their types differ, in fp32 (PyTorch's type promotion for
 /// the mixes autocast produces).
 pub fn add<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
-    if a.dtype() == b.dtype() { a + b } else { to_f32(a) + to_f32(b) }
+    if a.dtype() == b.dtype() {
+        a + b
+    } else {
+        to_f32(a) + to_f32(b)
+    }
 }
 
 /// `Linear` in the compute type: input, weight and bias cast inside the graph.
@@ -234,10 +248,19 @@ pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
                 None => y,
             }
         };
-        return if D >= 2 { fold_rows(x, forward) } else { layer.forward(x) };
+        return if D >= 2 {
+            fold_rows(x, forward)
+        } else {
+            layer.forward(x)
+        };
     }
     let dt = p.dtype();
-    cast_matmul::linear(x, layer.weight.val(), layer.bias.as_ref().map(|b| b.val()), dt)
+    cast_matmul::linear(
+        x,
+        layer.weight.val(),
+        layer.bias.as_ref().map(|b| b.val()),
+        dt,
+    )
 }
 
 /// `f` applied to `x [.., d]` viewed as one matrix `[rows, d]` (the leading
@@ -358,7 +381,13 @@ pub struct LossScalerConfig {
 
 impl Default for LossScalerConfig {
     fn default() -> Self {
-        Self { init_scale: 65536.0, growth_factor: 2.0, backoff_factor: 0.5, growth_interval: 2000, enabled: true }
+        Self {
+            init_scale: 65536.0,
+            growth_factor: 2.0,
+            backoff_factor: 0.5,
+            growth_interval: 2000,
+            enabled: true,
+        }
     }
 }
 
@@ -375,7 +404,11 @@ impl LossScalerConfig {
     }
     /// The scaler.
     pub fn init(&self) -> LossScaler {
-        LossScaler { config: *self, scale: self.init_scale, growth_tracker: 0 }
+        LossScaler {
+            config: *self,
+            scale: self.init_scale,
+            growth_tracker: 0,
+        }
     }
 }
 
@@ -413,7 +446,11 @@ impl LossScaler {
     /// A scaler suited to `precision`: GradScaler's defaults for f16, a
     /// disabled one for fp32 and bf16.
     pub fn for_precision(precision: Precision) -> Self {
-        LossScalerConfig { enabled: precision == Precision::F16, ..Default::default() }.init()
+        LossScalerConfig {
+            enabled: precision == Precision::F16,
+            ..Default::default()
+        }
+        .init()
     }
 
     /// Whether scaling is on.
@@ -433,7 +470,11 @@ impl LossScaler {
 
     /// The loss multiplied by the scale (computed in fp32).
     pub fn scale_loss(&self, loss: Tensor<1>) -> Tensor<1> {
-        if self.config.enabled { to_f32(loss).mul_scalar(self.scale) } else { loss }
+        if self.config.enabled {
+            to_f32(loss).mul_scalar(self.scale)
+        } else {
+            loss
+        }
     }
 
     /// Divides every gradient of `model` in `grads` by the scale (in place)
@@ -457,16 +498,32 @@ impl LossScaler {
                 }
             }
         }
-        let mut check = Check { grads, sums: Vec::new() };
+        let mut check = Check {
+            grads,
+            sums: Vec::new(),
+        };
         model.visit(&mut check);
         if check.sums.is_empty() {
-            return Unscaled { found_inf: false, path: None };
+            return Unscaled {
+                found_inf: false,
+                path: None,
+            };
         }
-        let sums = Tensor::cat(check.sums, 0).into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+        let sums = Tensor::cat(check.sums, 0)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .unwrap_or_default();
         if sums.iter().all(|s| *s == 0.0) {
-            return Unscaled { found_inf: false, path: None };
+            return Unscaled {
+                found_inf: false,
+                path: None,
+            };
         }
-        Unscaled { found_inf: true, path: crate::train::first_non_finite_grad(model, grads) }
+        Unscaled {
+            found_inf: true,
+            path: crate::train::first_non_finite_grad(model, grads),
+        }
     }
 
     /// Updates the scale after a step: back off after non-finite gradients,

@@ -120,7 +120,10 @@ impl Strategy {
             Strategy::EveryK(k) => k.max(1),
             Strategy::Auto => (libm::ceil(libm::sqrt(num_blocks as f64)) as usize).max(1),
         };
-        (0..num_blocks).step_by(k).map(|s| s..(s + k).min(num_blocks)).collect()
+        (0..num_blocks)
+            .step_by(k)
+            .map(|s| s..(s + k).min(num_blocks))
+            .collect()
     }
 
     /// The name used on command lines: `none`, `every:K`, `auto`, `balanced`.
@@ -144,15 +147,25 @@ impl core::str::FromStr for Strategy {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self, Error> {
         let bad = || Error::InvalidArgument {
-            message: format!("unknown recompute strategy `{s}` (expected none, auto, balanced or every:K with K ≥ 1)"),
+            message: format!(
+                "unknown recompute strategy `{s}` (expected none, auto, balanced or every:K with K ≥ 1)"
+            ),
         };
         match s {
             "none" | "off" => Ok(Strategy::None),
             "auto" => Ok(Strategy::Auto),
             "balanced" => Ok(Strategy::Balanced),
             _ => {
-                let k: usize = s.strip_prefix("every:").ok_or_else(bad)?.parse().map_err(|_| bad())?;
-                if k == 0 { Err(bad()) } else { Ok(Strategy::EveryK(k)) }
+                let k: usize = s
+                    .strip_prefix("every:")
+                    .ok_or_else(bad)?
+                    .parse()
+                    .map_err(|_| bad())?;
+                if k == 0 {
+                    Err(bad())
+                } else {
+                    Ok(Strategy::EveryK(k))
+                }
             }
         }
     }
@@ -161,8 +174,16 @@ impl core::str::FromStr for Strategy {
 /// Draws the base of a step's per-block seeds from the device RNG (so it
 /// follows whatever seeding the caller does).
 fn draw_base(device: &Device) -> u64 {
-    let r = Tensor::<1>::random([2], Distribution::Uniform(0.0, 1.0), &device.clone().without_autodiff());
-    let v = r.into_data().convert::<f32>().try_into_vec::<f32>().unwrap_or_default();
+    let r = Tensor::<1>::random(
+        [2],
+        Distribution::Uniform(0.0, 1.0),
+        &device.clone().without_autodiff(),
+    );
+    let v = r
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap_or_default();
     let part = |x: f32| (x * 16_777_216.0) as u64;
     part(v[0]) | (part(v[1]) << 24)
 }
@@ -186,7 +207,11 @@ pub fn forward<const D: usize, M: Segmented<D>>(model: &M, batch: &M::Batch) -> 
 }
 
 fn model_device<M: Module>(model: &M) -> Device {
-    model.devices().into_iter().next().unwrap_or_else(|| Device::flex().autodiff())
+    model
+        .devices()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Device::flex().autodiff())
 }
 
 /// One step's forward and backward under `strategy`: the output (its loss
@@ -313,7 +338,11 @@ fn surrogate<const D: usize>(y: Tensor<D>, g: Tensor<D>) -> Tensor<1> {
 }
 
 pub(crate) fn scaled(loss: Tensor<1>, scale: f64) -> Tensor<1> {
-    if scale == 1.0 { loss } else { to_f32(loss).mul_scalar(scale) }
+    if scale == 1.0 {
+        loss
+    } else {
+        to_f32(loss).mul_scalar(scale)
+    }
 }
 
 fn detached(mut out: Output) -> Output {

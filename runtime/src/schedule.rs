@@ -75,7 +75,11 @@ pub struct StepDecay {
 impl StepDecay {
     /// `StepLR(step_size, gamma)` starting from `base_lr`.
     pub fn new(base_lr: f64, step_size: usize, gamma: f64) -> Self {
-        Self { base_lr, step_size: step_size.max(1), gamma }
+        Self {
+            base_lr,
+            step_size: step_size.max(1),
+            gamma,
+        }
     }
 }
 
@@ -104,7 +108,12 @@ pub struct LinearWarmup {
 impl LinearWarmup {
     /// A ramp from `start_factor · base_lr` to `base_lr` over `total_iters` steps.
     pub fn new(base_lr: f64, start_factor: f64, total_iters: usize) -> Self {
-        Self { base_lr, start_factor, end_factor: 1.0, total_iters }
+        Self {
+            base_lr,
+            start_factor,
+            end_factor: 1.0,
+            total_iters,
+        }
     }
 
     /// Sets the factor reached at the end of the ramp (default 1.0).
@@ -142,7 +151,11 @@ pub struct Cosine {
 impl Cosine {
     /// `CosineAnnealingLR(T_max=t_max, eta_min=0)` from `base_lr`.
     pub fn new(base_lr: f64, t_max: usize) -> Self {
-        Self { base_lr, t_max: t_max.max(1), eta_min: 0.0 }
+        Self {
+            base_lr,
+            t_max: t_max.max(1),
+            eta_min: 0.0,
+        }
     }
 
     /// Sets the minimum learning rate.
@@ -172,7 +185,13 @@ pub struct WarmupCosine {
 impl WarmupCosine {
     /// Warm up from `start_factor · base_lr` over `warmup_steps`, then anneal to
     /// `eta_min` over `t_max` steps.
-    pub fn new(base_lr: f64, start_factor: f64, warmup_steps: usize, t_max: usize, eta_min: f64) -> Self {
+    pub fn new(
+        base_lr: f64,
+        start_factor: f64,
+        warmup_steps: usize,
+        t_max: usize,
+        eta_min: f64,
+    ) -> Self {
         Self {
             warmup: LinearWarmup::new(base_lr, start_factor, warmup_steps),
             cosine: Cosine::new(base_lr, t_max).with_eta_min(eta_min),
@@ -243,7 +262,9 @@ impl<S: Schedule> Scheduler<S> {
 /// `Learner`. Burn calls `step()` once per optimizer step and uses its return
 /// value for that step, so the first call returns `lr(0)`.
 #[cfg(feature = "std")]
-impl<S: Schedule + Clone + Send + Sync + 'static> burn::optim::lr_scheduler::LrScheduler for Scheduler<S> {
+impl<S: Schedule + Clone + Send + Sync + 'static> burn::optim::lr_scheduler::LrScheduler
+    for Scheduler<S>
+{
     fn step(&mut self) -> burn::optim::LearningRate {
         let lr = self.current_lr();
         self.step += 1;

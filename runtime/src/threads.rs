@@ -24,7 +24,13 @@ pub fn serial_below<R: Send>(work: usize, threshold: usize, f: impl FnOnce() -> 
     if work < threshold {
         use std::sync::OnceLock;
         static SERIAL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-        let pool = SERIAL.get_or_init(|| rayon::ThreadPoolBuilder::new().num_threads(1).thread_name(|_| "ember-serial".into()).build().ok());
+        let pool = SERIAL.get_or_init(|| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(|_| "ember-serial".into())
+                .build()
+                .ok()
+        });
         if let Some(pool) = pool {
             return pool.install(f);
         }

@@ -135,7 +135,11 @@ pub struct Output {
 impl Output {
     /// A loss over `count` examples.
     pub fn new(loss: Tensor<1>, count: usize) -> Self {
-        Self { loss, count, correct: None }
+        Self {
+            loss,
+            count,
+            correct: None,
+        }
     }
 
     /// Adds the number of correct predictions.
@@ -148,8 +152,20 @@ impl Output {
     /// with the number of arg-max predictions equal to the target.
     pub fn classification(logits: Tensor<2>, targets: Tensor<1, Int>) -> Self {
         let count = targets.dims()[0];
-        let correct = logits.clone().detach().argmax(1).squeeze_dim::<1>(1).equal(targets.clone()).int().sum().into_scalar::<i64>();
-        Self { loss: crate::loss::cross_entropy(logits, targets), count, correct: Some(correct.max(0) as usize) }
+        let correct = logits
+            .clone()
+            .detach()
+            .argmax(1)
+            .squeeze_dim::<1>(1)
+            .equal(targets.clone())
+            .int()
+            .sum()
+            .into_scalar::<i64>();
+        Self {
+            loss: crate::loss::cross_entropy(logits, targets),
+            count,
+            correct: Some(correct.max(0) as usize),
+        }
     }
 }
 
@@ -199,7 +215,12 @@ impl<const D: usize, M: Segmented<D>> Objective<M, M::Batch> for Recomputed<D> {
     fn forward(&self, model: &M, batch: &M::Batch) -> Output {
         crate::recompute::forward(model, batch)
     }
-    fn forward_backward(&self, model: &M, batch: &M::Batch, loss_scale: f64) -> (Output, GradientsParams) {
+    fn forward_backward(
+        &self,
+        model: &M,
+        batch: &M::Batch,
+        loss_scale: f64,
+    ) -> (Output, GradientsParams) {
         crate::recompute::forward_backward(model, batch, self.0, loss_scale)
     }
 }
@@ -218,7 +239,11 @@ pub struct EarlyStopping {
 impl EarlyStopping {
     /// Stop after `patience` evaluations without improvement, keep the best model.
     pub fn new(patience: usize) -> Self {
-        Self { patience, min_delta: 0.0, restore_best: true }
+        Self {
+            patience,
+            min_delta: 0.0,
+            restore_best: true,
+        }
     }
 }
 
@@ -278,7 +303,10 @@ impl TrainerConfig {
             shuffle: true,
             seed: 0,
             precision: Precision::Fp32,
-            loss_scaler: LossScalerConfig { enabled: false, ..LossScalerConfig::default() },
+            loss_scaler: LossScalerConfig {
+                enabled: false,
+                ..LossScalerConfig::default()
+            },
         }
     }
     /// Computes in `precision` with fp32 master weights; turns on
@@ -432,13 +460,29 @@ impl core::fmt::Display for Anomaly {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match (self.kind, &self.path) {
             (AnomalyKind::Loss, Some(p)) => {
-                write!(f, "step {}: the loss is {} (first non-finite gradient: `{p}`); step skipped", self.step, self.value)
+                write!(
+                    f,
+                    "step {}: the loss is {} (first non-finite gradient: `{p}`); step skipped",
+                    self.step, self.value
+                )
             }
-            (AnomalyKind::Loss, None) => write!(f, "step {}: the loss is {}; step skipped", self.step, self.value),
+            (AnomalyKind::Loss, None) => write!(
+                f,
+                "step {}: the loss is {}; step skipped",
+                self.step, self.value
+            ),
             (AnomalyKind::Gradient, Some(p)) => {
-                write!(f, "step {}: the gradient of `{p}` is not finite (total norm {}); step skipped", self.step, self.value)
+                write!(
+                    f,
+                    "step {}: the gradient of `{p}` is not finite (total norm {}); step skipped",
+                    self.step, self.value
+                )
             }
-            (AnomalyKind::Gradient, None) => write!(f, "step {}: the total gradient norm is {}; step skipped", self.step, self.value),
+            (AnomalyKind::Gradient, None) => write!(
+                f,
+                "step {}: the total gradient norm is {}; step skipped",
+                self.step, self.value
+            ),
         }
     }
 }
@@ -598,7 +642,11 @@ pub fn epoch_order(n: usize, seed: u64, epoch: u64, shuffle: bool) -> Vec<usize>
 pub fn first_non_finite_grad<M: Module>(model: &M, grads: &GradientsParams) -> Option<String> {
     parameters(model, Some(grads))
         .into_iter()
-        .find(|e| e.grad.as_ref().is_some_and(|g| !tensor_is_finite(g.clone())))
+        .find(|e| {
+            e.grad
+                .as_ref()
+                .is_some_and(|g| !tensor_is_finite(g.clone()))
+        })
         .map(|e| e.path)
 }
 
@@ -625,7 +673,13 @@ pub fn evaluate<M, D: Dataset>(
         }
     }
     let n = count.max(1) as f64;
-    Ok(EvalRecord { step: 0, epoch: 0, loss: loss / n, accuracy: correct.map(|c| c as f64 / n), examples: count })
+    Ok(EvalRecord {
+        step: 0,
+        epoch: 0,
+        loss: loss / n,
+        accuracy: correct.map(|c| c as f64 / n),
+        examples: count,
+    })
 }
 
 fn emit<M>(callbacks: &mut [Box<dyn Callback<M> + '_>], event: Event<'_>) {
@@ -708,14 +762,18 @@ impl<'a, M: Module> Trainer<'a, M> {
         objective: impl Objective<M, D::Batch>,
     ) -> Result<Fit<M>, Error> {
         let c = self.config.clone();
-        let forward = |m: &M, b: &D::Batch| precision::autocast(c.precision, || objective.forward(m, b));
+        let forward =
+            |m: &M, b: &D::Batch| precision::autocast(c.precision, || objective.forward(m, b));
         let mut scaler = c.loss_scaler.init();
         c.validate(train.len())?;
         let micro_per_epoch = train.len().div_ceil(c.batch_size);
         let steps_per_epoch = micro_per_epoch.div_ceil(c.grad_accumulation) as u64;
         let total_steps = c.max_steps.unwrap_or(steps_per_epoch * c.epochs as u64);
         let eval_device = self.device.clone().without_autodiff();
-        let mut state = TrainState { rng_seed: c.seed, ..Default::default() };
+        let mut state = TrainState {
+            rng_seed: c.seed,
+            ..Default::default()
+        };
         // Lazily initialised parameters take their values here, not at the
         // first step (whose RNG seed depends on the step it starts from).
         model = materialize(model);
@@ -727,7 +785,10 @@ impl<'a, M: Module> Trainer<'a, M> {
             match ckpt.resume(model.clone(), optimizer.clone())? {
                 Some(r) => {
                     for s in &r.skipped {
-                        emit(&mut self.callbacks, Event::Message(&format!("warning: skipped checkpoint {s}")));
+                        emit(
+                            &mut self.callbacks,
+                            Event::Message(&format!("warning: skipped checkpoint {s}")),
+                        );
                     }
                     let msg = format!("resuming from {} (step {})", r.path.display(), r.state.step);
                     emit(&mut self.callbacks, Event::Message(&msg));
@@ -738,7 +799,10 @@ impl<'a, M: Module> Trainer<'a, M> {
                         scaler.load_state((state.loss_scale, state.scale_growth_tracker));
                     }
                 }
-                None => emit(&mut self.callbacks, Event::Message("no checkpoint found; starting from the beginning")),
+                None => emit(
+                    &mut self.callbacks,
+                    Event::Message("no checkpoint found; starting from the beginning"),
+                ),
             }
         }
 
@@ -749,14 +813,24 @@ impl<'a, M: Module> Trainer<'a, M> {
         let mut evals_without_improvement = 0usize;
         let mut bad_in_row = 0usize;
         let mut stop = StopReason::Completed;
-        emit(&mut self.callbacks, Event::Start { step: state.step, total_steps });
+        emit(
+            &mut self.callbacks,
+            Event::Start {
+                step: state.step,
+                total_steps,
+            },
+        );
 
         'run: while state.step < total_steps {
             let epoch = state.step / steps_per_epoch;
             let order = epoch_order(train.len(), c.seed, epoch, c.shuffle);
             let micro: Vec<&[usize]> = order.chunks(c.batch_size).collect();
             let first_group = (state.step % steps_per_epoch) as usize;
-            for (g, group) in micro.chunks(c.grad_accumulation).enumerate().skip(first_group) {
+            for (g, group) in micro
+                .chunks(c.grad_accumulation)
+                .enumerate()
+                .skip(first_group)
+            {
                 let step = state.step;
                 self.device.seed(c.seed.wrapping_add(step));
                 let lr = self.schedule.lr(state.scheduler_steps as usize);
@@ -766,14 +840,20 @@ impl<'a, M: Module> Trainer<'a, M> {
                 let loss_scale = scaler.scale() / c.grad_accumulation as f64;
                 for indices in group {
                     let batch = train.batch(indices, &self.device)?;
-                    let (out, grads) =
-                        precision::autocast(c.precision, || objective.forward_backward(&model, &batch, loss_scale));
+                    let (out, grads) = precision::autocast(c.precision, || {
+                        objective.forward_backward(&model, &batch, loss_scale)
+                    });
                     let loss = out.loss.into_scalar::<f32>();
                     if !loss.is_finite() {
                         // The gradients name the first parameter the
                         // non-finite value reaches.
                         let path = first_non_finite_grad(&model, &grads);
-                        anomaly = Some(Anomaly { step, kind: AnomalyKind::Loss, path, value: f64::from(loss) });
+                        anomaly = Some(Anomaly {
+                            step,
+                            kind: AnomalyKind::Loss,
+                            path,
+                            value: f64::from(loss),
+                        });
                         break;
                     }
                     loss_sum += f64::from(loss);
@@ -794,7 +874,14 @@ impl<'a, M: Module> Trainer<'a, M> {
                     scaler.update(overflow);
                     if overflow {
                         let new_scale = scaler.scale();
-                        emit(&mut self.callbacks, Event::Overflow { step, scale, new_scale });
+                        emit(
+                            &mut self.callbacks,
+                            Event::Overflow {
+                                step,
+                                scale,
+                                new_scale,
+                            },
+                        );
                         history.overflows.push((step, scale));
                     }
                 }
@@ -803,12 +890,22 @@ impl<'a, M: Module> Trainer<'a, M> {
                         cb.on_gradients(step, &model, &mut grads);
                     }
                     grad_norm = match &c.clip {
-                        Some(clip) => (*clip).with_error_if_nonfinite(false).clip(&model, &mut grads)?,
-                        None => f64::from(combine_norms(grad_norms(&model, &grads, NormType::L2), NormType::L2)),
+                        Some(clip) => (*clip)
+                            .with_error_if_nonfinite(false)
+                            .clip(&model, &mut grads)?,
+                        None => f64::from(combine_norms(
+                            grad_norms(&model, &grads, NormType::L2),
+                            NormType::L2,
+                        )),
                     };
                     if !grad_norm.is_finite() {
                         let path = first_non_finite_grad(&model, &grads);
-                        anomaly = Some(Anomaly { step, kind: AnomalyKind::Gradient, path, value: grad_norm });
+                        anomaly = Some(Anomaly {
+                            step,
+                            kind: AnomalyKind::Gradient,
+                            path,
+                            value: grad_norm,
+                        });
                     }
                 }
                 if overflow {
@@ -823,12 +920,21 @@ impl<'a, M: Module> Trainer<'a, M> {
                     bad_in_row += 1;
                     if bad_in_row >= c.max_bad_steps {
                         if history.rollbacks.len() >= c.max_rollbacks {
-                            return Err(Error::Diverged { step, rollbacks: history.rollbacks.len() });
+                            return Err(Error::Diverged {
+                                step,
+                                rollbacks: history.rollbacks.len(),
+                            });
                         }
                         model = last_good.0.clone();
                         optimizer = last_good.1.clone();
                         history.rollbacks.push(step);
-                        emit(&mut self.callbacks, Event::Rollback { step, to_step: last_good.2.step });
+                        emit(
+                            &mut self.callbacks,
+                            Event::Rollback {
+                                step,
+                                to_step: last_good.2.step,
+                            },
+                        );
                         bad_in_row = 0;
                     }
                 } else {
@@ -854,41 +960,74 @@ impl<'a, M: Module> Trainer<'a, M> {
                 state.scheduler_steps += 1;
                 let end_of_epoch = state.step.is_multiple_of(steps_per_epoch);
                 state.epoch = state.step / steps_per_epoch;
-                state.data_position = if end_of_epoch { 0 } else { ((g + 1) * c.grad_accumulation) as u64 };
+                state.data_position = if end_of_epoch {
+                    0
+                } else {
+                    ((g + 1) * c.grad_accumulation) as u64
+                };
                 let done = state.step >= total_steps;
 
-                let eval_now = end_of_epoch || done || c.eval_every.is_some_and(|n| n > 0 && state.step.is_multiple_of(n));
+                let eval_now = end_of_epoch
+                    || done
+                    || c.eval_every
+                        .is_some_and(|n| n > 0 && state.step.is_multiple_of(n));
                 if eval_now && let Some(valid) = valid {
-                    let mut record = evaluate(&model.valid(), valid, c.batch_size, &eval_device, &forward)?;
+                    let mut record =
+                        evaluate(&model.valid(), valid, c.batch_size, &eval_device, forward)?;
                     record.step = state.step;
                     record.epoch = epoch;
                     emit(&mut self.callbacks, Event::Eval(&record));
                     if let Some(early) = c.early_stopping {
-                        let improved = best.as_ref().is_none_or(|(l, _, _)| record.loss < l - early.min_delta);
+                        let improved = best
+                            .as_ref()
+                            .is_none_or(|(l, _, _)| record.loss < l - early.min_delta);
                         if improved {
-                            best = Some((record.loss, state.step, early.restore_best.then(|| model.clone())));
+                            best = Some((
+                                record.loss,
+                                state.step,
+                                early.restore_best.then(|| model.clone()),
+                            ));
                             evals_without_improvement = 0;
                         } else {
                             evals_without_improvement += 1;
                         }
                     }
                     history.evals.push(record);
-                    if let (Some(early), Some((best_loss, best_step, _))) = (c.early_stopping, &best)
+                    if let (Some(early), Some((best_loss, best_step, _))) =
+                        (c.early_stopping, &best)
                         && evals_without_improvement >= early.patience
                     {
-                        emit(&mut self.callbacks, Event::EarlyStop { step: state.step, best_step: *best_step, best_loss: *best_loss });
-                        stop = StopReason::EarlyStopped { best_step: *best_step };
+                        emit(
+                            &mut self.callbacks,
+                            Event::EarlyStop {
+                                step: state.step,
+                                best_step: *best_step,
+                                best_loss: *best_loss,
+                            },
+                        );
+                        stop = StopReason::EarlyStopped {
+                            best_step: *best_step,
+                        };
                         break 'run;
                     }
                 }
 
-                let checkpoint_now = end_of_epoch || done || c.checkpoint_every.is_some_and(|n| n > 0 && state.step.is_multiple_of(n));
+                let checkpoint_now = end_of_epoch
+                    || done
+                    || c.checkpoint_every
+                        .is_some_and(|n| n > 0 && state.step.is_multiple_of(n));
                 if checkpoint_now {
                     #[cfg(feature = "std")]
                     if let Some(ckpt) = &self.checkpointer {
                         let path = ckpt.save(&model, &optimizer, &state)?;
                         let path = path.display().to_string();
-                        emit(&mut self.callbacks, Event::Checkpoint { step: state.step, path: &path });
+                        emit(
+                            &mut self.callbacks,
+                            Event::Checkpoint {
+                                step: state.step,
+                                path: &path,
+                            },
+                        );
                     }
                     if bad_in_row == 0 {
                         last_good = (model.clone(), optimizer.clone(), state);
@@ -905,7 +1044,13 @@ impl<'a, M: Module> Trainer<'a, M> {
         if let (StopReason::EarlyStopped { .. }, Some((_, _, Some(best_model)))) = (stop, best) {
             model = best_model;
         }
-        Ok(Fit { model, optimizer, state, history, stop })
+        Ok(Fit {
+            model,
+            optimizer,
+            state,
+            history,
+            stop,
+        })
     }
 }
 

@@ -16,8 +16,15 @@ pub fn minilm_dir() -> PathBuf {
         return PathBuf::from(dir);
     }
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tools/fetch-models.sh");
-    let out = std::process::Command::new(&script).output().unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
-    assert!(out.status.success(), "{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(&script)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", script.display()));
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
 
@@ -32,10 +39,18 @@ pub fn export_dir() -> PathBuf {
 /// Writes `output` as the single tensor `output` of `export_dir()/{name}`.
 pub fn write_output(name: &str, output: Tensor<2>) {
     let dims = output.dims();
-    let values = output.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let values = output
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap();
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     let view = safetensors::tensor::TensorView::new(Dtype::F32, dims.to_vec(), &bytes).unwrap();
-    std::fs::write(export_dir().join(name), safetensors::serialize([("output", view)], None).unwrap()).unwrap();
+    std::fs::write(
+        export_dir().join(name),
+        safetensors::serialize([("output", view)], None).unwrap(),
+    )
+    .unwrap();
 }
 
 /// A safetensors fixture from `tests/fixtures/`.
@@ -47,11 +62,19 @@ pub struct Fixture {
 impl Fixture {
     /// Loads `tests/fixtures/{name}`; panics with the command that makes it.
     pub fn load(name: &str) -> Self {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
         let bytes = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!("{}: {e}; regenerate with `python tools/reference/training_core.py`", path.display())
+            panic!(
+                "{}: {e}; regenerate with `python tools/reference/training_core.py`",
+                path.display()
+            )
         });
-        Self { name: name.to_string(), bytes }
+        Self {
+            name: name.to_string(),
+            bytes,
+        }
     }
 
     fn view(&self) -> SafeTensors<'_> {
@@ -66,11 +89,19 @@ impl Fixture {
     /// A float tensor as f64 values (F32 and F64 fixtures), with its shape.
     pub fn values(&self, key: &str) -> (Vec<f64>, Vec<usize>) {
         let view = self.view();
-        let t = view.tensor(key).unwrap_or_else(|_| panic!("{}: no tensor `{key}`", self.name));
+        let t = view
+            .tensor(key)
+            .unwrap_or_else(|_| panic!("{}: no tensor `{key}`", self.name));
         let data = t.data();
         let values = match t.dtype() {
-            Dtype::F32 => data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-            Dtype::F64 => data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            Dtype::F64 => data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect(),
             other => panic!("{}: `{key}` has dtype {other:?}", self.name),
         };
         (values, t.shape().to_vec())
@@ -79,9 +110,14 @@ impl Fixture {
     /// An I64 tensor's values.
     pub fn ints(&self, key: &str) -> Vec<i64> {
         let view = self.view();
-        let t = view.tensor(key).unwrap_or_else(|_| panic!("{}: no tensor `{key}`", self.name));
+        let t = view
+            .tensor(key)
+            .unwrap_or_else(|_| panic!("{}: no tensor `{key}`", self.name));
         assert_eq!(t.dtype(), Dtype::I64, "{}: `{key}` is not I64", self.name);
-        t.data().chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()
+        t.data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
     }
 
     /// A float tensor as f32 values.
@@ -104,7 +140,13 @@ impl Fixture {
     /// A float tensor on `device`, in `dtype` (F32 or F64).
     pub fn tensor_as<const D: usize>(&self, key: &str, device: &Device, dtype: DType) -> Tensor<D> {
         let (v, shape) = self.values(key);
-        assert_eq!(shape.len(), D, "{}: `{key}` has rank {}", self.name, shape.len());
+        assert_eq!(
+            shape.len(),
+            D,
+            "{}: `{key}` has rank {}",
+            self.name,
+            shape.len()
+        );
         let data = match dtype {
             DType::F64 => TensorData::new(v, shape),
             _ => TensorData::new(v.into_iter().map(|x| x as f32).collect::<Vec<f32>>(), shape),
@@ -123,28 +165,58 @@ pub struct Tol {
 }
 
 /// One f32 op or a single forward/backward of a small layer: a few ulps.
-pub const F32_OP: Tol = Tol { name: "F32_OP", rtol: 1e-6, atol: 1e-7 };
+pub const F32_OP: Tol = Tol {
+    name: "F32_OP",
+    rtol: 1e-6,
+    atol: 1e-7,
+};
 /// A short f32 computation with reductions (norms, batch statistics).
-pub const F32_REDUCE: Tol = Tol { name: "F32_REDUCE", rtol: 1e-5, atol: 1e-6 };
+pub const F32_REDUCE: Tol = Tol {
+    name: "F32_REDUCE",
+    rtol: 1e-5,
+    atol: 1e-6,
+};
 /// Parameters and losses after up to 300 optimizer steps in f32: rounding
 /// differences compound over the trajectory.
-pub const F32_TRAJECTORY: Tol = Tol { name: "F32_TRAJECTORY", rtol: 1e-4, atol: 1e-6 };
+pub const F32_TRAJECTORY: Tol = Tol {
+    name: "F32_TRAJECTORY",
+    rtol: 1e-4,
+    atol: 1e-6,
+};
 /// Parameters and losses after 300 optimizer steps in f64, against PyTorch in
 /// f64 (the acceptance bound for the 300-step optimizer trajectories).
-pub const F64_TRAJECTORY: Tol = Tol { name: "F64_TRAJECTORY", rtol: 1e-4, atol: 1e-9 };
+pub const F64_TRAJECTORY: Tol = Tol {
+    name: "F64_TRAJECTORY",
+    rtol: 1e-4,
+    atol: 1e-9,
+};
 /// Learning rates, computed in f64.
-pub const F64_SCHEDULE: Tol = Tol { name: "F64_SCHEDULE", rtol: 0.0, atol: 1e-9 };
+pub const F64_SCHEDULE: Tol = Tol {
+    name: "F64_SCHEDULE",
+    rtol: 0.0,
+    atol: 1e-9,
+};
 
 /// Asserts `actual` matches `expected` elementwise under `tol`; the message
 /// names the quantity, the worst element and the tolerance.
 pub fn assert_close(what: &str, actual: &[f64], expected: &[f64], tol: Tol) {
-    assert_eq!(actual.len(), expected.len(), "{what}: {} values, expected {}", actual.len(), expected.len());
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "{what}: {} values, expected {}",
+        actual.len(),
+        expected.len()
+    );
     let mut worst: Option<(usize, f64)> = None;
     for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
         let err = (a - e).abs();
         let bound = tol.atol + tol.rtol * e.abs();
         if !(err <= bound) {
-            let excess = if err.is_nan() { f64::INFINITY } else { err / bound };
+            let excess = if err.is_nan() {
+                f64::INFINITY
+            } else {
+                err / bound
+            };
             if worst.is_none_or(|(_, w)| excess > w) {
                 worst = Some((i, excess));
             }
@@ -160,7 +232,11 @@ pub fn assert_close(what: &str, actual: &[f64], expected: &[f64], tol: Tol) {
 
 /// Reads a tensor back as f64 values.
 pub fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f64> {
-    tensor.into_data().convert::<f64>().try_to_vec::<f64>().unwrap()
+    tensor
+        .into_data()
+        .convert::<f64>()
+        .try_to_vec::<f64>()
+        .unwrap()
 }
 
 /// Compares a tensor with fixture key `key`.
@@ -174,7 +250,11 @@ pub fn assert_tensor<const D: usize>(fixture: &Fixture, key: &str, actual: Tenso
 /// `key_of(path)` (a PyTorch `state_dict` key; `None` leaves it as is), transposing `Linear`
 /// weights from PyTorch's `[out, in]` to Burn's `[in, out]`. Parameter ids
 /// are kept. Panics when a key is missing.
-pub fn load_torch_params<M: Module>(module: M, fixture: &Fixture, key_of: impl Fn(&str) -> Option<String>) -> M {
+pub fn load_torch_params<M: Module>(
+    module: M,
+    fixture: &Fixture,
+    key_of: impl Fn(&str) -> Option<String>,
+) -> M {
     load_torch_params_as(module, fixture, DType::F32, key_of)
 }
 
@@ -203,7 +283,9 @@ pub fn load_torch_params_as<M: Module>(
         }
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
             let path = self.path.join(".");
-            let Some(key) = (self.key_of)(&path) else { return param };
+            let Some(key) = (self.key_of)(&path) else {
+                return param;
+            };
             let device = param.lazy_device();
             let parent = self.containers.last().map(String::as_str).unwrap_or("");
             let mut value = self.fixture.tensor_as::<D>(&key, &device, self.dtype);
@@ -214,5 +296,11 @@ pub fn load_torch_params_as<M: Module>(
             param.transform_for_load(value, id)
         }
     }
-    module.map(&mut Load { fixture, dtype, key_of, path: Vec::new(), containers: Vec::new() })
+    module.map(&mut Load {
+        fixture,
+        dtype,
+        key_of,
+        path: Vec::new(),
+        containers: Vec::new(),
+    })
 }

@@ -10,13 +10,13 @@
 //! the tanh approximation, so their backward here is composed from exact
 //! float ops instead.
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Backend, Dispatch};
+use burn::backend::{Backend, Dispatch, backend_extension};
 use burn::tensor::Tensor;
 
 /// The operation, per backend.
@@ -30,11 +30,20 @@ pub trait GeluOps: Backend {
     /// `grad·(Φ(x) + x·φ(x))`, composed of the backend's float ops.
     fn gelu_erf_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
         let cdf = Self::float_mul_scalar(
-            Self::float_add_scalar(Self::float_erf(Self::float_div_scalar(x.clone(), core::f64::consts::SQRT_2.into())), 1.0.into()),
+            Self::float_add_scalar(
+                Self::float_erf(Self::float_div_scalar(
+                    x.clone(),
+                    core::f64::consts::SQRT_2.into(),
+                )),
+                1.0.into(),
+            ),
             0.5.into(),
         );
         let square = Self::float_mul(x.clone(), x.clone());
-        let pdf = Self::float_mul_scalar(Self::float_exp(Self::float_mul_scalar(square, (-0.5).into())), FRAC_1_SQRT_2PI.into());
+        let pdf = Self::float_mul_scalar(
+            Self::float_exp(Self::float_mul_scalar(square, (-0.5).into())),
+            FRAC_1_SQRT_2PI.into(),
+        );
         Self::float_mul(Self::float_add(cdf, Self::float_mul(x, pdf)), grad)
     }
 }
@@ -71,7 +80,12 @@ struct GeluBackward;
 impl<B: GeluOps> Backward<B, 1> for GeluBackward {
     type State = FloatTensor<B>;
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
         let [node] = ops.parents;
         let g = grads.consume::<B>(&ops.node);
         if let Some(node) = node {
@@ -82,7 +96,10 @@ impl<B: GeluOps> Backward<B, 1> for GeluBackward {
 
 impl<B: GeluOps, C: CheckpointStrategy> GeluOps for Autodiff<B, C> {
     fn gelu_erf(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        let prepared = GeluBackward.prepare::<C>([x.node()]).compute_bound().stateful();
+        let prepared = GeluBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
         let x = x.into_primitive();
         match prepared {
             OpsKind::Tracked(prep) => {

@@ -9,13 +9,13 @@
 //! keeps nothing more. On the CPU both directions are single passes over
 //! each row with a vectorised `exp`.
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
+use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension};
 use burn::tensor::Shape;
 use burn::tensor::Tensor;
 
@@ -30,31 +30,57 @@ pub trait SoftmaxOps: Backend {
     /// The input gradient `scale·y·(g − Σ g·y)` (the sum over `dim`) from
     /// the output `y` and the output gradient `g` of a softmax whose input
     /// was multiplied by `scale` (1 for a plain softmax).
-    fn softmax_backward(y: FloatTensor<Self>, g: FloatTensor<Self>, dim: usize, scale: f32) -> FloatTensor<Self> {
+    fn softmax_backward(
+        y: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        dim: usize,
+        scale: f32,
+    ) -> FloatTensor<Self> {
         composed_backward::<Self>(y, g, dim, scale)
     }
 
     /// Softmax over the last dimension of `scale·x + bias`, `x [B, H, Lq,
     /// Lk]` and `bias [B, Lk]` broadcast over `H` and `Lq`: the backend's
     /// own ops.
-    fn attention_softmax(x: FloatTensor<Self>, scale: f32, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn attention_softmax(
+        x: FloatTensor<Self>,
+        scale: f32,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         composed_attention::<Self>(x, scale, bias)
     }
 }
 
 /// [`SoftmaxOps::softmax_backward`] composed of the backend's float ops.
-fn composed_backward<B: Backend>(y: FloatTensor<B>, g: FloatTensor<B>, dim: usize, scale: f32) -> FloatTensor<B> {
+fn composed_backward<B: Backend>(
+    y: FloatTensor<B>,
+    g: FloatTensor<B>,
+    dim: usize,
+    scale: f32,
+) -> FloatTensor<B> {
     let dot = B::float_sum_dim(B::float_mul(g.clone(), y.clone()), dim);
     let dx = B::float_mul(y, B::float_sub(g, dot));
-    if scale == 1.0 { dx } else { B::float_mul_scalar(dx, scale.into()) }
+    if scale == 1.0 {
+        dx
+    } else {
+        B::float_mul_scalar(dx, scale.into())
+    }
 }
 
 /// [`SoftmaxOps::attention_softmax`] composed of the backend's float ops
 /// (`scale·x + bias`) and its softmax.
-fn composed_attention<B: SoftmaxOps>(x: FloatTensor<B>, scale: f32, bias: FloatTensor<B>) -> FloatTensor<B> {
+fn composed_attention<B: SoftmaxOps>(
+    x: FloatTensor<B>,
+    scale: f32,
+    bias: FloatTensor<B>,
+) -> FloatTensor<B> {
     let shape = x.shape();
     let [b, _, _, keys] = shape.dims();
-    let z = if scale == 1.0 { x } else { B::float_mul_scalar(x, scale.into()) };
+    let z = if scale == 1.0 {
+        x
+    } else {
+        B::float_mul_scalar(x, scale.into())
+    };
     let bias = B::float_expand(B::float_reshape(bias, Shape::from([b, 1, 1, keys])), shape);
     B::softmax_keeping_output(B::float_add(z, bias), 3)
 }
@@ -77,10 +103,19 @@ impl SoftmaxOps for burn::backend::Flex {
         <Self as burn::backend::ops::ActivationOps<Self>>::softmax(x, dim)
     }
 
-    fn softmax_backward(y: FloatTensor<Self>, g: FloatTensor<Self>, dim: usize, scale: f32) -> FloatTensor<Self> {
+    fn softmax_backward(
+        y: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        dim: usize,
+        scale: f32,
+    ) -> FloatTensor<Self> {
         #[cfg(feature = "simd")]
         let g = match last_dim_len(&y, dim) {
-            Some(row) => match crate::kernel::apply(&crate::kernel::SoftmaxBackward { row, scale }, g, Some(&y)) {
+            Some(row) => match crate::kernel::apply(
+                &crate::kernel::SoftmaxBackward { row, scale },
+                g,
+                Some(&y),
+            ) {
                 Ok(dx) => return dx,
                 Err(g) => g,
             },
@@ -89,7 +124,11 @@ impl SoftmaxOps for burn::backend::Flex {
         composed_backward::<Self>(y, g, dim, scale)
     }
 
-    fn attention_softmax(x: FloatTensor<Self>, scale: f32, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn attention_softmax(
+        x: FloatTensor<Self>,
+        scale: f32,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         #[cfg(feature = "simd")]
         let x = match last_dim_len(&x, 3) {
             Some(keys) => {
@@ -97,7 +136,12 @@ impl SoftmaxOps for burn::backend::Flex {
                 let (batch, rows_per_bias) = (dims[0], dims[1] * dims[2]);
                 match crate::kernel::values(&bias).filter(|v| v.len() == batch * keys) {
                     Some(bias) => {
-                        let kernel = crate::kernel::AttentionSoftmax { keys, scale, bias, rows_per_bias };
+                        let kernel = crate::kernel::AttentionSoftmax {
+                            keys,
+                            scale,
+                            bias,
+                            rows_per_bias,
+                        };
                         match crate::kernel::apply(&kernel, x, None) {
                             Ok(y) => return y,
                             Err(x) => x,
@@ -129,7 +173,12 @@ impl<B: SoftmaxOps> Backward<B, 1> for SoftmaxBackward {
     /// The output, the softmax's dimension and the factor on its input.
     type State = (FloatTensor<B>, usize, f32);
 
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
         let [node] = ops.parents;
         let (y, dim, scale) = ops.state;
         let g = grads.consume::<B>(&ops.node);
@@ -141,7 +190,10 @@ impl<B: SoftmaxOps> Backward<B, 1> for SoftmaxBackward {
 
 impl<B: SoftmaxOps, C: CheckpointStrategy> SoftmaxOps for Autodiff<B, C> {
     fn softmax_keeping_output(x: FloatTensor<Self>, dim: usize) -> FloatTensor<Self> {
-        let prepared = SoftmaxBackward.prepare::<C>([x.node()]).compute_bound().stateful();
+        let prepared = SoftmaxBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
         let x = x.into_primitive();
         match prepared {
             OpsKind::Tracked(prep) => {
@@ -152,13 +204,20 @@ impl<B: SoftmaxOps, C: CheckpointStrategy> SoftmaxOps for Autodiff<B, C> {
         }
     }
 
-    fn attention_softmax(x: FloatTensor<Self>, scale: f32, bias: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn attention_softmax(
+        x: FloatTensor<Self>,
+        scale: f32,
+        bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         // A bias that wants a gradient goes through the composition, which
         // Burn differentiates; a constant one (a mask) is the op's input.
         if bias.is_tracked() {
             return composed_attention::<Self>(x, scale, bias);
         }
-        let prepared = SoftmaxBackward.prepare::<C>([x.node()]).compute_bound().stateful();
+        let prepared = SoftmaxBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful();
         let y = B::attention_softmax(x.into_primitive(), scale, bias.into_primitive());
         match prepared {
             OpsKind::Tracked(prep) => prep.finish((y.clone(), 3, scale), y),
@@ -200,10 +259,18 @@ pub fn attention_softmax(scores: Tensor<4>, scale: f32, key_bias: Option<Tensor<
     let [b, _, _, keys] = scores.dims();
     let bias = match key_bias {
         Some(bias) => {
-            assert_eq!(bias.dims(), [b, keys], "attention_softmax: key_bias must be [batch, keys] = [{b}, {keys}]");
+            assert_eq!(
+                bias.dims(),
+                [b, keys],
+                "attention_softmax: key_bias must be [batch, keys] = [{b}, {keys}]"
+            );
             bias
         }
         None => Tensor::<2>::zeros([b, keys], &scores.device()).cast(scores.dtype()),
     };
-    Tensor::from_dispatch(Dispatch::attention_softmax(scores.into_dispatch(), scale, bias.into_dispatch()))
+    Tensor::from_dispatch(Dispatch::attention_softmax(
+        scores.into_dispatch(),
+        scale,
+        bias.into_dispatch(),
+    ))
 }

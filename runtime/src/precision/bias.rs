@@ -6,14 +6,14 @@
 //! pool by rows, instead of through a broadcasting addition into a new
 //! buffer on the calling thread.
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
+use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension};
 use burn::tensor::{Shape, Tensor};
 
 /// The operation, per backend.
@@ -31,7 +31,11 @@ impl BiasOps for burn::backend::Flex {
     fn add_bias(y: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         #[cfg(feature = "simd")]
         let y = match crate::kernel::values(&bias) {
-            Some(b) if !b.is_empty() && y.layout().shape().num_dims() == 2 && y.layout().shape()[1] == b.len() => {
+            Some(b)
+                if !b.is_empty()
+                    && y.layout().shape().num_dims() == 2
+                    && y.layout().shape()[1] == b.len() =>
+            {
                 match crate::kernel::apply(&crate::kernel::AddRow(b), y, None) {
                     Ok(out) => return out,
                     Err(y) => y,
@@ -54,7 +58,12 @@ impl<B: Backend> Backward<B, 2> for AddBiasBackward {
     /// The bias's shape.
     type State = Shape;
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
         let [node_y, node_bias] = ops.parents;
         let g = grads.consume::<B>(&ops.node);
         if let Some(node) = node_bias {
@@ -70,7 +79,10 @@ impl<B: Backend> Backward<B, 2> for AddBiasBackward {
 impl<B: BiasOps, C: CheckpointStrategy> BiasOps for Autodiff<B, C> {
     fn add_bias(y: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         let shape = bias.shape();
-        let prepared = AddBiasBackward.prepare::<C>([y.node(), bias.node()]).compute_bound().stateful();
+        let prepared = AddBiasBackward
+            .prepare::<C>([y.node(), bias.node()])
+            .compute_bound()
+            .stateful();
         let out = B::add_bias(y.into_primitive(), bias.into_primitive());
         match prepared {
             OpsKind::Tracked(prep) => prep.finish(shape, out),

@@ -19,13 +19,13 @@
 //! products in the compute type, gradients cast back to the types of `x` and
 //! `w` (as the cast's own backward does).
 
+use burn::backend::autodiff::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::autodiff::Autodiff;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{backend_extension, Backend, Dispatch, TensorMetadata};
+use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension};
 use burn::tensor::{FloatDType, Tensor};
 
 /// The operation, per backend.
@@ -35,7 +35,12 @@ pub trait CastMatmulOps: Backend {
     /// `[.., k, m]` (the same leading dimensions); the result is in
     /// `dtype`. For backward, `x` is kept in `dtype`, or as given when
     /// `keep_x_as_given` (an input that something else keeps anyway).
-    fn cast_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, dtype: FloatDType, keep_x_as_given: bool) -> FloatTensor<Self> {
+    fn cast_matmul(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dtype: FloatDType,
+        keep_x_as_given: bool,
+    ) -> FloatTensor<Self> {
         let _ = keep_x_as_given;
         Self::float_matmul(Self::float_cast(x, dtype), Self::float_cast(w, dtype))
     }
@@ -49,7 +54,13 @@ impl CastMatmulOps for burn::backend::Cube {}
 /// What backward needs: the input in the compute type or as given (for the
 /// weight's gradient), the weight as given (for the input's gradient), and
 /// the types the gradients go back to.
-type State<B> = (Option<FloatTensor<B>>, Option<FloatTensor<B>>, FloatDType, FloatDType, FloatDType);
+type State<B> = (
+    Option<FloatTensor<B>>,
+    Option<FloatTensor<B>>,
+    FloatDType,
+    FloatDType,
+    FloatDType,
+);
 
 #[derive(Debug)]
 struct CastMatmulBackward;
@@ -57,7 +68,12 @@ struct CastMatmulBackward;
 impl<B: Backend> Backward<B, 2> for CastMatmulBackward {
     type State = State<B>;
 
-    fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
         let [node_x, node_w] = ops.parents;
         let (x_kept, w, x_dtype, w_dtype, dtype) = ops.state;
         let grad = B::float_cast(grads.consume::<B>(&ops.node), dtype);
@@ -75,11 +91,19 @@ impl<B: Backend> Backward<B, 2> for CastMatmulBackward {
 }
 
 impl<B: CastMatmulOps, C: CheckpointStrategy> CastMatmulOps for Autodiff<B, C> {
-    fn cast_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>, dtype: FloatDType, keep_x_as_given: bool) -> FloatTensor<Self> {
+    fn cast_matmul(
+        x: FloatTensor<Self>,
+        w: FloatTensor<Self>,
+        dtype: FloatDType,
+        keep_x_as_given: bool,
+    ) -> FloatTensor<Self> {
         let (x_tracked, w_tracked) = (x.is_tracked(), w.is_tracked());
         let x_dtype: FloatDType = x.primitive().dtype().into();
         let w_dtype: FloatDType = w.primitive().dtype().into();
-        let prepared = CastMatmulBackward.prepare::<C>([x.node(), w.node()]).compute_bound().stateful();
+        let prepared = CastMatmulBackward
+            .prepare::<C>([x.node(), w.node()])
+            .compute_bound()
+            .stateful();
         let (x, w) = (x.into_primitive(), w.into_primitive());
         match prepared {
             OpsKind::Tracked(prep) => {
@@ -99,13 +123,23 @@ impl<B: CastMatmulOps, C: CheckpointStrategy> CastMatmulOps for Autodiff<B, C> {
 /// `[k, m]` and `b` `[m]`, with the leading dimensions of `x` folded into one
 /// product as PyTorch's linear does; backward keeps the input in `dtype` and
 /// the weight as given (see the module documentation).
-pub(crate) fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tensor<1>>, dtype: FloatDType) -> Tensor<D> {
+pub(crate) fn linear<const D: usize>(
+    x: Tensor<D>,
+    w: Tensor<2>,
+    b: Option<Tensor<1>>,
+    dtype: FloatDType,
+) -> Tensor<D> {
     let dims = x.dims();
     let k = dims[D - 1];
     let m = w.dims()[1];
     let rows = dims[..D - 1].iter().product::<usize>();
     let x2: Tensor<2> = x.reshape([rows, k]);
-    let mut y: Tensor<2> = Tensor::from_dispatch(Dispatch::cast_matmul(x2.into_dispatch(), w.into_dispatch(), dtype, false));
+    let mut y: Tensor<2> = Tensor::from_dispatch(Dispatch::cast_matmul(
+        x2.into_dispatch(),
+        w.into_dispatch(),
+        dtype,
+        false,
+    ));
     if let Some(b) = b {
         y = y + b.cast(dtype).unsqueeze();
     }
@@ -118,6 +152,15 @@ pub(crate) fn linear<const D: usize>(x: Tensor<D>, w: Tensor<2>, b: Option<Tenso
 /// m]` with the same leading dimensions, keeping `a` as given for backward
 /// (and casting it again there): for an `a` that backward keeps anyway, such
 /// as a softmax output, no low-precision copy is kept beside it.
-pub(crate) fn matmul_keeping_lhs<const D: usize>(a: Tensor<D>, b: Tensor<D>, dtype: FloatDType) -> Tensor<D> {
-    Tensor::from_dispatch(Dispatch::cast_matmul(a.into_dispatch(), b.into_dispatch(), dtype, true))
+pub(crate) fn matmul_keeping_lhs<const D: usize>(
+    a: Tensor<D>,
+    b: Tensor<D>,
+    dtype: FloatDType,
+) -> Tensor<D> {
+    Tensor::from_dispatch(Dispatch::cast_matmul(
+        a.into_dispatch(),
+        b.into_dispatch(),
+        dtype,
+        true,
+    ))
 }

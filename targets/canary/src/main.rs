@@ -36,7 +36,9 @@ pub fn train_step() -> u32 {
     let mut grads = GradientsParams::from_grads(scaler.scale_loss(loss).backward(), &model);
     let found_inf = scaler.unscale(&model, &mut grads).found_inf;
     scaler.update(found_inf);
-    let norm = GlobalNormClip::new(1.0).clip(&model, &mut grads).unwrap_or(f64::NAN);
+    let norm = GlobalNormClip::new(1.0)
+        .clip(&model, &mut grads)
+        .unwrap_or(f64::NAN);
     let lr = Cosine::new(1e-3, 10).lr(1);
     let model = optim::adamw(0.01).init().step(lr, model, grads);
     (norm as f32).to_bits() ^ (model.num_params() as u32) ^ learn_online()
@@ -46,7 +48,9 @@ pub fn train_step() -> u32 {
 /// weights as safetensors bytes; the entry point keeps the result alive.
 pub fn learn_online() -> u32 {
     let config = ember_mcu::LearnerConfig::new(4, 4).with_optimizer(ember_mcu::Optimizer::Sgd);
-    let Ok(mut learner) = ember_mcu::Learner::new(config) else { return 0 };
+    let Ok(mut learner) = ember_mcu::Learner::new(config) else {
+        return 0;
+    };
     for t in 0..6u8 {
         learner.observe(f32::from(t) * 0.25);
     }

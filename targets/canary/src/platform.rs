@@ -32,7 +32,12 @@ unsafe impl GlobalAlloc for Bump {
                 Some(end) if end <= ARENA => end,
                 _ => return core::ptr::null_mut(),
             };
-            match self.next.compare_exchange_weak(current, end, Ordering::Relaxed, Ordering::Relaxed) {
+            match self.next.compare_exchange_weak(
+                current,
+                end,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return (base + start) as *mut u8,
                 Err(seen) => current = seen,
             }
@@ -43,7 +48,10 @@ unsafe impl GlobalAlloc for Bump {
 }
 
 #[global_allocator]
-static HEAP: Bump = Bump { arena: UnsafeCell::new([0; ARENA]), next: AtomicUsize::new(0) };
+static HEAP: Bump = Bump {
+    arena: UnsafeCell::new([0; ARENA]),
+    next: AtomicUsize::new(0),
+};
 
 /// Entry point (the linker's default `_start`): one training step, kept alive
 /// with `black_box` so that nothing is optimised or linked away.

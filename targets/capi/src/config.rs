@@ -132,9 +132,19 @@ impl MlpSpec {
     /// [`EmberStatus::InvalidArgument`](crate::EmberStatus::InvalidArgument)
     /// for zero or too large widths, too many layers, too many parameters or
     /// a dropout outside `[0, 1)`.
-    pub fn new(input: usize, hidden: &[usize], classes: usize, dropout: f32, seed: u64) -> Result<Self, Failure> {
+    pub fn new(
+        input: usize,
+        hidden: &[usize],
+        classes: usize,
+        dropout: f32,
+        seed: u64,
+    ) -> Result<Self, Failure> {
         if hidden.len() + 1 > EMBER_MAX_LAYERS {
-            return Err(Failure::invalid(format!("{} hidden layers: at most {} are supported", hidden.len(), EMBER_MAX_LAYERS - 1)));
+            return Err(Failure::invalid(format!(
+                "{} hidden layers: at most {} are supported",
+                hidden.len(),
+                EMBER_MAX_LAYERS - 1
+            )));
         }
         let mut sizes = Vec::with_capacity(hidden.len() + 2);
         sizes.push(input);
@@ -149,17 +159,27 @@ impl MlpSpec {
                 format!("hidden[{}]", i - 1)
             };
             if w == 0 || w > EMBER_MAX_WIDTH {
-                return Err(Failure::invalid(format!("{what} is {w}: widths must be between 1 and {EMBER_MAX_WIDTH}")));
+                return Err(Failure::invalid(format!(
+                    "{what} is {w}: widths must be between 1 and {EMBER_MAX_WIDTH}"
+                )));
             }
         }
         let parameters = sizes.windows(2).map(|w| w[0] * w[1] + w[1]).sum::<usize>();
         if parameters > EMBER_MAX_PARAMETERS {
-            return Err(Failure::invalid(format!("{parameters} parameters: at most {EMBER_MAX_PARAMETERS} are supported")));
+            return Err(Failure::invalid(format!(
+                "{parameters} parameters: at most {EMBER_MAX_PARAMETERS} are supported"
+            )));
         }
         if !(0.0..1.0).contains(&dropout) {
-            return Err(Failure::invalid(format!("dropout is {dropout}: it must be in [0, 1)")));
+            return Err(Failure::invalid(format!(
+                "dropout is {dropout}: it must be in [0, 1)"
+            )));
         }
-        Ok(Self { sizes, dropout: f64::from(dropout), seed })
+        Ok(Self {
+            sizes,
+            dropout: f64::from(dropout),
+            seed,
+        })
     }
 }
 
@@ -192,10 +212,16 @@ impl TrainSpec {
     /// naming the first field out of range.
     pub fn from_c(c: &EmberTrainConfig) -> Result<Self, Failure> {
         if !(c.learning_rate.is_finite() && c.learning_rate > 0.0) {
-            return Err(Failure::invalid(format!("learning_rate is {}: it must be finite and > 0", c.learning_rate)));
+            return Err(Failure::invalid(format!(
+                "learning_rate is {}: it must be finite and > 0",
+                c.learning_rate
+            )));
         }
         if !(c.weight_decay.is_finite() && c.weight_decay >= 0.0) {
-            return Err(Failure::invalid(format!("weight_decay is {}: it must be finite and ≥ 0", c.weight_decay)));
+            return Err(Failure::invalid(format!(
+                "weight_decay is {}: it must be finite and ≥ 0",
+                c.weight_decay
+            )));
         }
         if c.batch_size == 0 {
             return Err(Failure::invalid("batch_size is 0: it must be at least 1"));
@@ -204,18 +230,29 @@ impl TrainSpec {
             return Err(Failure::invalid("epochs is 0: it must be at least 1"));
         }
         if !(c.clip_norm.is_finite() && c.clip_norm >= 0.0) {
-            return Err(Failure::invalid(format!("clip_norm is {}: it must be finite and ≥ 0 (0 turns clipping off)", c.clip_norm)));
+            return Err(Failure::invalid(format!(
+                "clip_norm is {}: it must be finite and ≥ 0 (0 turns clipping off)",
+                c.clip_norm
+            )));
         }
         let schedule = match c.schedule {
             0 => EmberSchedule::Constant,
             1 => EmberSchedule::WarmupCosine,
-            other => return Err(Failure::invalid(format!("schedule is {other}: expected an EmberSchedule value (0 or 1)"))),
+            other => {
+                return Err(Failure::invalid(format!(
+                    "schedule is {other}: expected an EmberSchedule value (0 or 1)"
+                )));
+            }
         };
         let trainable = match c.trainable {
             0 => EmberTrainable::All,
             1 => EmberTrainable::Head,
             2 => EmberTrainable::BiasAndHead,
-            other => return Err(Failure::invalid(format!("trainable is {other}: expected an EmberTrainable value (0, 1 or 2)"))),
+            other => {
+                return Err(Failure::invalid(format!(
+                    "trainable is {other}: expected an EmberTrainable value (0, 1 or 2)"
+                )));
+            }
         };
         Ok(Self {
             learning_rate: c.learning_rate,
@@ -239,9 +276,13 @@ mod tests {
     fn mlp_spec_checks_every_width() {
         let spec = MlpSpec::new(64, &[128, 64], 10, 0.1, 7).unwrap();
         assert_eq!(spec.sizes, vec![64, 128, 64, 10]);
-        for (input, hidden, classes, dropout) in
-            [(0, vec![8], 2, 0.0), (4, vec![0], 2, 0.0), (4, vec![8], 0, 0.0), (4, vec![8], 2, 1.0), (4, vec![8], 2, f32::NAN)]
-        {
+        for (input, hidden, classes, dropout) in [
+            (0, vec![8], 2, 0.0),
+            (4, vec![0], 2, 0.0),
+            (4, vec![8], 0, 0.0),
+            (4, vec![8], 2, 1.0),
+            (4, vec![8], 2, f32::NAN),
+        ] {
             let e = MlpSpec::new(input, &hidden, classes, dropout, 0).unwrap_err();
             assert_eq!(e.status, EmberStatus::InvalidArgument, "{e}");
         }
@@ -253,11 +294,31 @@ mod tests {
     fn train_spec_rejects_unknown_enum_values() {
         let ok = TrainSpec::from_c(&EmberTrainConfig::default()).unwrap();
         assert_eq!(ok.clip_norm, Some(1.0));
-        let bad = EmberTrainConfig { trainable: 7, ..Default::default() };
-        assert!(TrainSpec::from_c(&bad).unwrap_err().message.contains("trainable is 7"));
-        let bad = EmberTrainConfig { learning_rate: f64::NAN, ..Default::default() };
-        assert!(TrainSpec::from_c(&bad).unwrap_err().message.contains("learning_rate"));
-        let off = TrainSpec::from_c(&EmberTrainConfig { clip_norm: 0.0, ..Default::default() }).unwrap();
+        let bad = EmberTrainConfig {
+            trainable: 7,
+            ..Default::default()
+        };
+        assert!(
+            TrainSpec::from_c(&bad)
+                .unwrap_err()
+                .message
+                .contains("trainable is 7")
+        );
+        let bad = EmberTrainConfig {
+            learning_rate: f64::NAN,
+            ..Default::default()
+        };
+        assert!(
+            TrainSpec::from_c(&bad)
+                .unwrap_err()
+                .message
+                .contains("learning_rate")
+        );
+        let off = TrainSpec::from_c(&EmberTrainConfig {
+            clip_norm: 0.0,
+            ..Default::default()
+        })
+        .unwrap();
         assert_eq!(off.clip_norm, None);
     }
 }

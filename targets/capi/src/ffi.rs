@@ -44,7 +44,10 @@ fn run(function: &str, body: impl FnOnce() -> Result<(), Failure>) -> EmberStatu
             EmberStatus::Ok
         }
         Ok(Err(failure)) => {
-            last_error::set(&Failure::new(failure.status, format!("{function}: {}", failure.message)));
+            last_error::set(&Failure::new(
+                failure.status,
+                format!("{function}: {}", failure.message),
+            ));
             failure.status
         }
         Err(payload) => {
@@ -53,7 +56,10 @@ fn run(function: &str, body: impl FnOnce() -> Result<(), Failure>) -> EmberStatu
                 .map(|s| s.to_string())
                 .or_else(|| payload.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".into());
-            last_error::set(&Failure::new(EmberStatus::Panic, format!("{function}: internal error: {what}")));
+            last_error::set(&Failure::new(
+                EmberStatus::Panic,
+                format!("{function}: internal error: {what}"),
+            ));
             EmberStatus::Panic
         }
     }
@@ -71,7 +77,10 @@ fn check_pointer<T>(ptr: *const T, name: &str) -> Result<(), Failure> {
         return Err(Failure::null(name));
     }
     if !ptr.is_aligned() {
-        return Err(Failure::invalid(format!("`{name}` is not aligned for its type ({} bytes)", align_of::<T>())));
+        return Err(Failure::invalid(format!(
+            "`{name}` is not aligned for its type ({} bytes)",
+            align_of::<T>()
+        )));
     }
     Ok(())
 }
@@ -105,7 +114,13 @@ unsafe fn slice_out<'a, T>(ptr: *mut T, len: usize, name: &str) -> Result<&'a mu
 /// Fails when `a_len` elements at `a` and `b_len` elements at `b` overlap.
 /// Checked on addresses, before any reference to either exists (a shared
 /// and a mutable reference to the same bytes must never coexist).
-fn disjoint<T, U>(a: *const T, a_len: usize, b: *const U, b_len: usize, names: &str) -> Result<(), Failure> {
+fn disjoint<T, U>(
+    a: *const T,
+    a_len: usize,
+    b: *const U,
+    b_len: usize,
+    names: &str,
+) -> Result<(), Failure> {
     let (a0, b0) = (a as usize, b as usize);
     let a1 = a0.saturating_add(a_len.saturating_mul(size_of::<T>()));
     let b1 = b0.saturating_add(b_len.saturating_mul(size_of::<U>()));
@@ -118,9 +133,12 @@ fn disjoint<T, U>(a: *const T, a_len: usize, b: *const U, b_len: usize, names: &
 /// `n × per` elements, with overflow checked.
 fn count(n: usize, per: usize, name: &str) -> Result<usize, Failure> {
     if n == 0 {
-        return Err(Failure::invalid(format!("`{name}` is 0: at least one example is needed")));
+        return Err(Failure::invalid(format!(
+            "`{name}` is 0: at least one example is needed"
+        )));
     }
-    n.checked_mul(per).ok_or_else(|| Failure::invalid(format!("`{name}` = {n} examples × {per} overflows")))
+    n.checked_mul(per)
+        .ok_or_else(|| Failure::invalid(format!("`{name}` = {n} examples × {per} overflows")))
 }
 
 /// A UTF-8, non-empty path from a NUL-terminated string.
@@ -157,11 +175,18 @@ unsafe fn write_out<T>(out: *mut T, value: T, name: &str) -> Result<(), Failure>
 /// # Safety
 /// As [`write_out`].
 unsafe fn write_optional<T>(out: *mut T, value: T, name: &str) -> Result<(), Failure> {
-    if out.is_null() { Ok(()) } else { unsafe { write_out(out, value, name) } }
+    if out.is_null() {
+        Ok(())
+    } else {
+        unsafe { write_out(out, value, name) }
+    }
 }
 
 fn poisoned(what: &str) -> Failure {
-    Failure::new(EmberStatus::Panic, format!("`{what}` was left unusable by an earlier internal error; free it"))
+    Failure::new(
+        EmberStatus::Panic,
+        format!("`{what}` was left unusable by an earlier internal error; free it"),
+    )
 }
 
 /// The model behind `ptr`, for reading.
@@ -173,7 +198,11 @@ unsafe fn model_ref<'a>(ptr: *const EmberMlp) -> Result<&'a EmberMlp, Failure> {
     check_pointer(ptr, "model")?;
     // SAFETY: checked above; validity is the caller's contract.
     let model = unsafe { &*ptr };
-    if model.poisoned { Err(poisoned("model")) } else { Ok(model) }
+    if model.poisoned {
+        Err(poisoned("model"))
+    } else {
+        Ok(model)
+    }
 }
 
 /// Runs `f` on the model behind `ptr`; a panic inside leaves it poisoned.
@@ -181,7 +210,10 @@ unsafe fn model_ref<'a>(ptr: *const EmberMlp) -> Result<&'a EmberMlp, Failure> {
 /// # Safety
 /// A non-NULL `ptr` must come from `ember_mlp_new`, not be freed, and not
 /// be used elsewhere during the call.
-unsafe fn with_model<R>(ptr: *mut EmberMlp, f: impl FnOnce(&mut EmberMlp) -> Result<R, Failure>) -> Result<R, Failure> {
+unsafe fn with_model<R>(
+    ptr: *mut EmberMlp,
+    f: impl FnOnce(&mut EmberMlp) -> Result<R, Failure>,
+) -> Result<R, Failure> {
     check_pointer(ptr, "model")?;
     // SAFETY: checked above; validity and exclusivity are the caller's contract.
     let model = unsafe { &mut *ptr };
@@ -198,7 +230,10 @@ unsafe fn with_model<R>(ptr: *mut EmberMlp, f: impl FnOnce(&mut EmberMlp) -> Res
 ///
 /// # Safety
 /// As [`with_model`], for a pointer from `ember_trainer_new`.
-unsafe fn with_trainer<R>(ptr: *mut EmberTrainer, f: impl FnOnce(&mut EmberTrainer) -> Result<R, Failure>) -> Result<R, Failure> {
+unsafe fn with_trainer<R>(
+    ptr: *mut EmberTrainer,
+    f: impl FnOnce(&mut EmberTrainer) -> Result<R, Failure>,
+) -> Result<R, Failure> {
     check_pointer(ptr, "trainer")?;
     // SAFETY: checked above; validity and exclusivity are the caller's contract.
     let trainer = unsafe { &mut *ptr };
@@ -214,10 +249,11 @@ unsafe fn with_trainer<R>(ptr: *mut EmberTrainer, f: impl FnOnce(&mut EmberTrain
 /// The version of the library, e.g. `"0.1.0"` (a static string).
 #[unsafe(no_mangle)]
 pub extern "C" fn ember_version() -> *const c_char {
-    const VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-        Ok(v) => v,
-        Err(_) => c"unknown",
-    };
+    const VERSION: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => c"unknown",
+        };
     VERSION.as_ptr()
 }
 
@@ -256,8 +292,12 @@ pub extern "C" fn ember_status_name(status: i32) -> *const c_char {
 /// # Safety
 /// `config_out` must be NULL or point to a writable `EmberTrainConfig`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ember_train_config_default(config_out: *mut EmberTrainConfig) -> EmberStatus {
-    run("ember_train_config_default", || unsafe { write_out(config_out, EmberTrainConfig::default(), "config_out") })
+pub unsafe extern "C" fn ember_train_config_default(
+    config_out: *mut EmberTrainConfig,
+) -> EmberStatus {
+    run("ember_train_config_default", || unsafe {
+        write_out(config_out, EmberTrainConfig::default(), "config_out")
+    })
 }
 
 /// Creates a network of the shape `*config` describes, with PyTorch's
@@ -269,13 +309,20 @@ pub unsafe extern "C" fn ember_train_config_default(config_out: *mut EmberTrainC
 /// points to `hidden_len` widths (or is NULL with `hidden_len` 0);
 /// `model_out` must be NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ember_mlp_new(config: *const EmberMlpConfig, model_out: *mut *mut EmberMlp) -> EmberStatus {
+pub unsafe extern "C" fn ember_mlp_new(
+    config: *const EmberMlpConfig,
+    model_out: *mut *mut EmberMlp,
+) -> EmberStatus {
     run("ember_mlp_new", || {
         unsafe { write_out(model_out, std::ptr::null_mut(), "model_out") }?;
         check_pointer(config, "config")?;
         // SAFETY: checked above; validity is the caller's contract.
         let c = unsafe { *config };
-        let hidden: &[usize] = if c.hidden_len == 0 { &[] } else { unsafe { slice_in(c.hidden, c.hidden_len, "config->hidden") }? };
+        let hidden: &[usize] = if c.hidden_len == 0 {
+            &[]
+        } else {
+            unsafe { slice_in(c.hidden, c.hidden_len, "config->hidden") }?
+        };
         let spec = MlpSpec::new(c.input, hidden, c.classes, c.dropout, c.seed)?;
         let model = Box::into_raw(Box::new(EmberMlp::new(&spec)));
         // SAFETY: `model_out` was checked and written above.
@@ -303,7 +350,11 @@ pub unsafe extern "C" fn ember_mlp_free(model: *mut EmberMlp) {
 /// # Safety
 /// `model` must be NULL or a live model; the outputs NULL or writable.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ember_mlp_dims(model: *const EmberMlp, input_out: *mut usize, classes_out: *mut usize) -> EmberStatus {
+pub unsafe extern "C" fn ember_mlp_dims(
+    model: *const EmberMlp,
+    input_out: *mut usize,
+    classes_out: *mut usize,
+) -> EmberStatus {
     run("ember_mlp_dims", || {
         let model = unsafe { model_ref(model) }?;
         unsafe { write_optional(input_out, model.input_size(), "input_out") }?;
@@ -336,7 +387,10 @@ pub unsafe extern "C" fn ember_mlp_load(model: *mut EmberMlp, path: *const c_cha
 /// # Safety
 /// As `ember_mlp_load`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ember_mlp_load_partial(model: *mut EmberMlp, path: *const c_char) -> EmberStatus {
+pub unsafe extern "C" fn ember_mlp_load_partial(
+    model: *mut EmberMlp,
+    path: *const c_char,
+) -> EmberStatus {
     run("ember_mlp_load_partial", || {
         let path = unsafe { path_in(path, "path") }?;
         unsafe { with_model(model, |m| m.load(path, false)) }.map(|_| ())
@@ -350,7 +404,10 @@ pub unsafe extern "C" fn ember_mlp_load_partial(model: *mut EmberMlp, path: *con
 /// # Safety
 /// `model` must be NULL or a live model; `path` NULL or NUL-terminated.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ember_mlp_save(model: *const EmberMlp, path: *const c_char) -> EmberStatus {
+pub unsafe extern "C" fn ember_mlp_save(
+    model: *const EmberMlp,
+    path: *const c_char,
+) -> EmberStatus {
     run("ember_mlp_save", || {
         let path = unsafe { path_in(path, "path") }?;
         unsafe { model_ref(model) }?.save(path, false)
@@ -366,7 +423,10 @@ pub unsafe extern "C" fn ember_mlp_save(model: *const EmberMlp, path: *const c_c
 /// # Safety
 /// As `ember_mlp_save`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn ember_mlp_save_trainable(model: *const EmberMlp, path: *const c_char) -> EmberStatus {
+pub unsafe extern "C" fn ember_mlp_save_trainable(
+    model: *const EmberMlp,
+    path: *const c_char,
+) -> EmberStatus {
     run("ember_mlp_save_trainable", || {
         let path = unsafe { path_in(path, "path") }?;
         unsafe { model_ref(model) }?.save(path, true)
@@ -394,10 +454,19 @@ pub unsafe extern "C" fn ember_mlp_predict(
         let needed = count(n, model.classes(), "n")?;
         let x = unsafe { slice_in(x, x_len, "x") }?;
         if out_len < needed {
-            return Err(Failure::shape(format!("out_len is {out_len}; {n} examples × {} classes need {needed}", model.classes())));
+            return Err(Failure::shape(format!(
+                "out_len is {out_len}; {n} examples × {} classes need {needed}",
+                model.classes()
+            )));
         }
         check_pointer(logits_out, "logits_out")?;
-        disjoint(x.as_ptr(), x_len, logits_out, out_len, "`x` and `logits_out`")?;
+        disjoint(
+            x.as_ptr(),
+            x_len,
+            logits_out,
+            out_len,
+            "`x` and `logits_out`",
+        )?;
         let out = unsafe { slice_out(logits_out, out_len, "logits_out") }?;
         model.predict(x, out)
     })
@@ -549,12 +618,23 @@ mod tests {
     fn a_caught_panic_becomes_a_status_and_poisons_the_handle() {
         assert_eq!(run("f", || panic!("boom")), EmberStatus::Panic);
         assert_eq!(last_error::message(), "f: internal error: boom");
-        let model = Box::into_raw(Box::new(EmberMlp::new(&MlpSpec::new(2, &[], 2, 0.0, 0).unwrap())));
-        let status = run("g", || unsafe { with_model(model, |_| -> Result<(), Failure> { panic!("inside") }) });
+        let model = Box::into_raw(Box::new(EmberMlp::new(
+            &MlpSpec::new(2, &[], 2, 0.0, 0).unwrap(),
+        )));
+        let status = run("g", || unsafe {
+            with_model(model, |_| -> Result<(), Failure> { panic!("inside") })
+        });
         assert_eq!(status, EmberStatus::Panic);
         let mut input = 0usize;
-        assert_eq!(unsafe { ember_mlp_dims(model, &mut input, std::ptr::null_mut()) }, EmberStatus::Panic);
-        assert!(last_error::message().contains("unusable"), "{}", last_error::message());
+        assert_eq!(
+            unsafe { ember_mlp_dims(model, &mut input, std::ptr::null_mut()) },
+            EmberStatus::Panic
+        );
+        assert!(
+            last_error::message().contains("unusable"),
+            "{}",
+            last_error::message()
+        );
         unsafe { ember_mlp_free(model) };
     }
 }

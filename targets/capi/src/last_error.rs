@@ -25,7 +25,12 @@ pub fn clear() {
 
 /// This thread's last error message, `""` when the last call succeeded.
 pub fn message() -> String {
-    LAST.with(|last| last.borrow().as_ref().map(|m| m.to_string_lossy().into_owned()).unwrap_or_default())
+    LAST.with(|last| {
+        last.borrow()
+            .as_ref()
+            .map(|m| m.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    })
 }
 
 /// A pointer to this thread's last error message as a NUL-terminated string
@@ -34,7 +39,11 @@ pub fn message() -> String {
 /// is replaced, not modified, by the next call.
 pub fn as_ptr() -> *const std::ffi::c_char {
     const EMPTY: &CStr = c"";
-    LAST.with(|last| last.borrow().as_ref().map_or(EMPTY.as_ptr(), |m| m.as_ptr()))
+    LAST.with(|last| {
+        last.borrow()
+            .as_ref()
+            .map_or(EMPTY.as_ptr(), |m| m.as_ptr())
+    })
 }
 
 #[cfg(test)]
@@ -46,7 +55,9 @@ mod tests {
     fn messages_are_per_thread_and_survive_nul_bytes() {
         set(&Failure::new(EmberStatus::Io, "a\0b"));
         assert_eq!(message(), "a\\0b");
-        std::thread::spawn(|| assert_eq!(message(), "")).join().unwrap();
+        std::thread::spawn(|| assert_eq!(message(), ""))
+            .join()
+            .unwrap();
         clear();
         assert_eq!(message(), "");
     }

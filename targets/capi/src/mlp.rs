@@ -57,7 +57,13 @@ impl EmberMlp {
             device.seed(spec.seed);
             config.init(&device)
         };
-        Self { model, sizes: spec.sizes.clone(), device, id: NEXT_ID.fetch_add(1, Ordering::Relaxed), poisoned: false }
+        Self {
+            model,
+            sizes: spec.sizes.clone(),
+            device,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            poisoned: false,
+        }
     }
 
     /// Features per example.
@@ -102,7 +108,12 @@ impl EmberMlp {
             None => Ok(()),
             Some(i) => {
                 let d = self.input_size();
-                Err(Failure::non_finite(format!("x[{i}] (example {}, feature {}) is {}", i / d, i % d, x[i])))
+                Err(Failure::non_finite(format!(
+                    "x[{i}] (example {}, feature {}) is {}",
+                    i / d,
+                    i % d,
+                    x[i]
+                )))
             }
         }
     }
@@ -115,7 +126,10 @@ impl EmberMlp {
         let classes = self.classes();
         match labels.iter().position(|&l| l < 0 || l as usize >= classes) {
             None => Ok(()),
-            Some(i) => Err(Failure::invalid(format!("labels[{i}] is {}: labels must be in 0..{classes}", labels[i]))),
+            Some(i) => Err(Failure::invalid(format!(
+                "labels[{i}] is {}: labels must be in 0..{classes}",
+                labels[i]
+            ))),
         }
     }
 
@@ -142,21 +156,30 @@ impl EmberMlp {
     pub fn predict(&self, x: &[f32], out: &mut [f32]) -> Result<(), Failure> {
         let (d, c) = (self.input_size(), self.classes());
         if x.is_empty() || !x.len().is_multiple_of(d) {
-            return Err(Failure::shape(format!("{} features is not a positive multiple of the input size {d}", x.len())));
+            return Err(Failure::shape(format!(
+                "{} features is not a positive multiple of the input size {d}",
+                x.len()
+            )));
         }
         let n = x.len() / d;
         if out.len() < n * c {
-            return Err(Failure::shape(format!("the output holds {} floats; {n} examples × {c} classes need {}", out.len(), n * c)));
+            return Err(Failure::shape(format!(
+                "the output holds {} floats; {n} examples × {c} classes need {}",
+                out.len(),
+                n * c
+            )));
         }
         self.check_features(x)?;
         let model = self.model.valid();
         let plain = self.device.clone().without_autodiff();
-        for (chunk, dst) in x.chunks(INFERENCE_CHUNK * d).zip(out.chunks_mut(INFERENCE_CHUNK * c)) {
+        for (chunk, dst) in x
+            .chunks(INFERENCE_CHUNK * d)
+            .zip(out.chunks_mut(INFERENCE_CHUNK * c))
+        {
             let logits = model.forward(self.features(chunk, &plain));
-            let values = logits
-                .into_data()
-                .try_into_vec::<f32>()
-                .map_err(|e| Failure::new(EmberStatus::Panic, format!("reading the logits: {e:?}")))?;
+            let values = logits.into_data().try_into_vec::<f32>().map_err(|e| {
+                Failure::new(EmberStatus::Panic, format!("reading the logits: {e:?}"))
+            })?;
             dst[..values.len()].copy_from_slice(&values);
         }
         Ok(())
@@ -171,7 +194,11 @@ impl EmberMlp {
     pub fn accuracy(&self, x: &[f32], labels: &[i32]) -> Result<f64, Failure> {
         let (d, c) = (self.input_size(), self.classes());
         if labels.is_empty() || x.len() != labels.len() * d {
-            return Err(Failure::shape(format!("{} features and {} labels: expected {d} features per label", x.len(), labels.len())));
+            return Err(Failure::shape(format!(
+                "{} features and {} labels: expected {d} features per label",
+                x.len(),
+                labels.len()
+            )));
         }
         self.check_labels(labels)?;
         let mut logits = vec![0.0f32; labels.len() * c];
@@ -180,7 +207,10 @@ impl EmberMlp {
             .chunks(c)
             .zip(labels)
             .filter(|(row, label)| {
-                let best = row.iter().enumerate().fold(0, |best, (i, v)| if *v > row[best] { i } else { best });
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .fold(0, |best, (i, v)| if *v > row[best] { i } else { best });
                 best == **label as usize
             })
             .count();
@@ -214,16 +244,29 @@ impl EmberMlp {
     /// [`EmberStatus::Format`] (not safetensors), [`EmberStatus::Mismatch`]
     /// (tensors that do not fit, every one listed).
     pub fn load(&mut self, path: &Path, strict: bool) -> Result<Loaded, Failure> {
-        let file: PathBuf = if path.is_dir() { path.join("model.safetensors") } else { path.to_path_buf() };
-        let io = |message: String| Failure::new(EmberStatus::Io, format!("{}: {message}", file.display()));
+        let file: PathBuf = if path.is_dir() {
+            path.join("model.safetensors")
+        } else {
+            path.to_path_buf()
+        };
+        let io = |message: String| {
+            Failure::new(EmberStatus::Io, format!("{}: {message}", file.display()))
+        };
         if !file.is_file() {
-            return Err(io(if path.is_dir() { "no model.safetensors in this directory".into() } else { "no such file".into() }));
+            return Err(io(if path.is_dir() {
+                "no model.safetensors in this directory".into()
+            } else {
+                "no such file".into()
+            }));
         }
         let bytes = std::fs::read(&file).map_err(|e| io(e.to_string()))?;
         let names: Vec<String> = match safetensors::SafeTensors::deserialize(&bytes) {
             Ok(st) => st.names().into_iter().map(String::from).collect(),
             Err(e) => {
-                return Err(Failure::new(EmberStatus::Format, format!("{}: not a valid safetensors file: {e}", file.display())));
+                return Err(Failure::new(
+                    EmberStatus::Format,
+                    format!("{}: not a valid safetensors file: {e}", file.display()),
+                ));
             }
         };
         let mut options = LoadOptions::default().strict(strict);
@@ -237,7 +280,11 @@ impl EmberMlp {
         if report.applied.is_empty() {
             return Err(Failure::new(
                 EmberStatus::Mismatch,
-                format!("{}: no tensor of the file is a parameter of this model (found: {})", file.display(), names.join(", ")),
+                format!(
+                    "{}: no tensor of the file is a parameter of this model (found: {})",
+                    file.display(),
+                    names.join(", ")
+                ),
             ));
         }
         let mut i = 0;
@@ -246,7 +293,9 @@ impl EmberMlp {
             i += 1;
             train
         });
-        Ok(Loaded { applied: report.applied.len() })
+        Ok(Loaded {
+            applied: report.applied.len(),
+        })
     }
 
     /// Writes the weights to `path` as safetensors with PyTorch's
@@ -260,17 +309,30 @@ impl EmberMlp {
     /// `trainable_only` is set.
     pub fn save(&self, path: &Path, trainable_only: bool) -> Result<(), Failure> {
         if path.is_dir() {
-            return Err(Failure::new(EmberStatus::Io, format!("{}: is a directory; give a file name", path.display())));
+            return Err(Failure::new(
+                EmberStatus::Io,
+                format!("{}: is a directory; give a file name", path.display()),
+            ));
         }
-        let mut options = SaveOptions { metadata: vec![("ember.sizes".into(), join(&self.sizes))], ..Default::default() };
+        let mut options = SaveOptions {
+            metadata: vec![("ember.sizes".into(), join(&self.sizes))],
+            ..Default::default()
+        };
         for (module, torch) in self.torch_prefixes() {
-            options.remap.push((format!("^{}", regex_escape(&module)), torch));
+            options
+                .remap
+                .push((format!("^{}", regex_escape(&module)), torch));
         }
         if trainable_only {
-            let paths: Vec<String> =
-                trainable_paths(&self.model).into_iter().filter(|(_, t)| *t).map(|(p, _)| regex_escape(&p)).collect();
+            let paths: Vec<String> = trainable_paths(&self.model)
+                .into_iter()
+                .filter(|(_, t)| *t)
+                .map(|(p, _)| regex_escape(&p))
+                .collect();
             if paths.is_empty() {
-                return Err(Failure::invalid("no parameter trains: there is nothing to save with trainable_only"));
+                return Err(Failure::invalid(
+                    "no parameter trains: there is nothing to save with trainable_only",
+                ));
             }
             options.only.push(format!("^({})$", paths.join("|")));
         }
@@ -279,7 +341,11 @@ impl EmberMlp {
 }
 
 fn join(sizes: &[usize]) -> String {
-    sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(",")
+    sizes
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// `text` with the characters regular expressions treat specially escaped.
@@ -314,8 +380,14 @@ mod tests {
 
     #[test]
     fn torch_prefixes_skip_dropout_layers() {
-        assert_eq!(net(0.0).torch_prefixes()[1], ("layers.1.".to_string(), "2.".to_string()));
-        assert_eq!(net(0.5).torch_prefixes()[1], ("layers.1.".to_string(), "3.".to_string()));
+        assert_eq!(
+            net(0.0).torch_prefixes()[1],
+            ("layers.1.".to_string(), "2.".to_string())
+        );
+        assert_eq!(
+            net(0.5).torch_prefixes()[1],
+            ("layers.1.".to_string(), "3.".to_string())
+        );
     }
 
     #[test]

@@ -81,7 +81,10 @@ pub struct Failure {
 impl Failure {
     /// A failure with `status` and `message`.
     pub fn new(status: EmberStatus, message: impl Into<String>) -> Self {
-        Self { status, message: message.into() }
+        Self {
+            status,
+            message: message.into(),
+        }
     }
 
     /// [`EmberStatus::NullPointer`] naming the argument.
@@ -144,11 +147,23 @@ mod tests {
 
     #[test]
     fn runtime_errors_map_to_codes() {
-        let io = ember_runtime::Error::Io { path: "x".into(), message: "no such file".into() };
+        let io = ember_runtime::Error::Io {
+            path: "x".into(),
+            message: "no such file".into(),
+        };
         assert_eq!(Failure::from(io).status, EmberStatus::Io);
-        let load = ember_runtime::Error::Load { path: "x".into(), missing: vec!["a".into()], unexpected: vec![], mismatched: vec![] };
+        let load = ember_runtime::Error::Load {
+            path: "x".into(),
+            missing: vec!["a".into()],
+            unexpected: vec![],
+            mismatched: vec![],
+        };
         let failure = Failure::from(load);
         assert_eq!(failure.status, EmberStatus::Mismatch);
-        assert!(failure.message.contains("missing (1): a"), "{}", failure.message);
+        assert!(
+            failure.message.contains("missing (1): a"),
+            "{}",
+            failure.message
+        );
     }
 }

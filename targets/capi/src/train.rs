@@ -31,7 +31,11 @@ pub struct EmberTrainer {
 
 impl std::fmt::Debug for EmberTrainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmberTrainer").field("spec", &self.spec).field("model_id", &self.model_id).field("steps", &self.steps).finish()
+        f.debug_struct("EmberTrainer")
+            .field("spec", &self.spec)
+            .field("model_id", &self.model_id)
+            .field("steps", &self.steps)
+            .finish()
     }
 }
 
@@ -56,7 +60,10 @@ impl Dataset for Examples<'_> {
             y.push(self.y[i]);
         }
         let n = indices.len();
-        Ok((Tensor::from_data(burn::tensor::TensorData::new(x, [n, d]), device), EmberMlp::targets(&y, device)))
+        Ok((
+            Tensor::from_data(burn::tensor::TensorData::new(x, [n, d]), device),
+            EmberMlp::targets(&y, device),
+        ))
     }
 }
 
@@ -90,7 +97,13 @@ impl EmberTrainer {
             EmberTrainable::BiasAndHead => TrainMode::BiasOnly { also: vec![head] },
         };
         model.set_model(set_trainable(model.model().clone(), |p| mode.trains(p)));
-        Self { spec, model_id: model.id(), optimizer: optim::adamw(spec.weight_decay).init(), steps: 0, poisoned: false }
+        Self {
+            spec,
+            model_id: model.id(),
+            optimizer: optim::adamw(spec.weight_decay).init(),
+            steps: 0,
+            poisoned: false,
+        }
     }
 
     /// Optimizer steps taken so far.
@@ -102,11 +115,17 @@ impl EmberTrainer {
     /// whole, finite examples with valid labels.
     fn check(&self, model: &EmberMlp, x: &[f32], labels: &[i32]) -> Result<(), Failure> {
         if model.id() != self.model_id {
-            return Err(Failure::invalid("this model is not the one the trainer was created for"));
+            return Err(Failure::invalid(
+                "this model is not the one the trainer was created for",
+            ));
         }
         let d = model.input_size();
         if labels.is_empty() || x.len() != labels.len() * d {
-            return Err(Failure::shape(format!("{} features and {} labels: expected {d} features per label", x.len(), labels.len())));
+            return Err(Failure::shape(format!(
+                "{} features and {} labels: expected {d} features per label",
+                x.len(),
+                labels.len()
+            )));
         }
         model.check_features(x)?;
         model.check_labels(labels)
@@ -123,21 +142,33 @@ impl EmberTrainer {
     /// for bad inputs or the wrong model;
     /// [`EmberStatus::NonFinite`](crate::EmberStatus::NonFinite) for a
     /// non-finite loss or gradient norm, in which case no step is taken.
-    pub fn step(&mut self, model: &mut EmberMlp, x: &[f32], labels: &[i32]) -> Result<f32, Failure> {
+    pub fn step(
+        &mut self,
+        model: &mut EmberMlp,
+        x: &[f32],
+        labels: &[i32],
+    ) -> Result<f32, Failure> {
         self.check(model, x, labels)?;
         let device = model.device().clone();
-        let batch = (model.features(x, &device), EmberMlp::targets(labels, &device));
+        let batch = (
+            model.features(x, &device),
+            EmberMlp::targets(labels, &device),
+        );
         let m = model.model().clone();
         let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
         device.seed(self.spec.seed.wrapping_add(self.steps));
         let out = classification(&m, &batch);
         let loss = out.loss.clone().into_scalar::<f32>();
         if !loss.is_finite() {
-            return Err(Failure::non_finite(format!("the loss is {loss}; no step was taken")));
+            return Err(Failure::non_finite(format!(
+                "the loss is {loss}; no step was taken"
+            )));
         }
         let mut grads = GradientsParams::from_grads(out.loss.backward(), &m);
         if let Some(max_norm) = self.spec.clip_norm {
-            GlobalNormClip::new(max_norm).with_error_if_nonfinite(true).clip(&m, &mut grads)?;
+            GlobalNormClip::new(max_norm)
+                .with_error_if_nonfinite(true)
+                .clip(&m, &mut grads)?;
         }
         let m = self.optimizer.step(self.spec.learning_rate, m, grads);
         model.set_model(m);
@@ -155,20 +186,37 @@ impl EmberTrainer {
     /// As [`step`](Self::step); [`EmberStatus::NonFinite`](crate::EmberStatus::NonFinite)
     /// when training diverged. On error the model and the optimizer state
     /// are unchanged.
-    pub fn fit(&mut self, model: &mut EmberMlp, x: &[f32], labels: &[i32]) -> Result<EmberFitReport, Failure> {
+    pub fn fit(
+        &mut self,
+        model: &mut EmberMlp,
+        x: &[f32],
+        labels: &[i32],
+    ) -> Result<EmberFitReport, Failure> {
         self.check(model, x, labels)?;
         let s = self.spec;
-        let data = Examples { input: model.input_size(), x, y: labels };
+        let data = Examples {
+            input: model.input_size(),
+            x,
+            y: labels,
+        };
         let total = labels.len().div_ceil(s.batch_size) * s.epochs;
         let schedule = match s.schedule {
             EmberSchedule::Constant => Lr::Constant(Constant::new(s.learning_rate)),
             EmberSchedule::WarmupCosine => {
                 let warmup = (total / 10).max(1);
                 let rest = total.saturating_sub(warmup).max(1);
-                Lr::WarmupCosine(WarmupCosine::new(s.learning_rate, 0.1, warmup, rest, s.learning_rate * 0.01))
+                Lr::WarmupCosine(WarmupCosine::new(
+                    s.learning_rate,
+                    0.1,
+                    warmup,
+                    rest,
+                    s.learning_rate * 0.01,
+                ))
             }
         };
-        let mut config = TrainerConfig::new(s.batch_size).with_epochs(s.epochs).with_seed(s.seed.wrapping_add(self.steps));
+        let mut config = TrainerConfig::new(s.batch_size)
+            .with_epochs(s.epochs)
+            .with_seed(s.seed.wrapping_add(self.steps));
         if let Some(max_norm) = s.clip_norm {
             config = config.with_clip(GlobalNormClip::new(max_norm));
         }
@@ -181,13 +229,22 @@ impl EmberTrainer {
             classification,
         )?;
         let last_epoch = fit.history.steps.last().map_or(0, |r| r.epoch);
-        let last: Vec<_> = fit.history.steps.iter().filter(|r| r.epoch == last_epoch).collect();
+        let last: Vec<_> = fit
+            .history
+            .steps
+            .iter()
+            .filter(|r| r.epoch == last_epoch)
+            .collect();
         let examples = last.iter().map(|r| r.examples).sum::<usize>().max(1) as f64;
         let report = EmberFitReport {
             steps: fit.state.step,
             skipped_steps: fit.history.anomalies.len() as u64,
             final_loss: last.iter().map(|r| r.loss * r.examples as f64).sum::<f64>() / examples,
-            final_accuracy: last.iter().map(|r| r.accuracy.unwrap_or(0.0) * r.examples as f64).sum::<f64>() / examples,
+            final_accuracy: last
+                .iter()
+                .map(|r| r.accuracy.unwrap_or(0.0) * r.examples as f64)
+                .sum::<f64>()
+                / examples,
         };
         model.set_model(fit.model);
         self.optimizer = fit.optimizer;
@@ -209,7 +266,10 @@ mod tests {
             let t = i as f32 / 64.0;
             let class = i % 2;
             let centre = if class == 0 { -1.0 } else { 1.0 };
-            x.extend([centre + 0.3 * (t * 7.0).sin(), centre + 0.3 * (t * 11.0).cos()]);
+            x.extend([
+                centre + 0.3 * (t * 7.0).sin(),
+                centre + 0.3 * (t * 11.0).cos(),
+            ]);
             y.push(class);
         }
         (x, y)
@@ -219,7 +279,13 @@ mod tests {
     fn steps_lower_the_loss_and_fit_separates_the_blobs() {
         let (x, y) = blobs();
         let mut model = EmberMlp::new(&MlpSpec::new(2, &[16], 2, 0.0, 3).unwrap());
-        let spec = TrainSpec::from_c(&EmberTrainConfig { learning_rate: 0.05, epochs: 10, batch_size: 16, ..Default::default() }).unwrap();
+        let spec = TrainSpec::from_c(&EmberTrainConfig {
+            learning_rate: 0.05,
+            epochs: 10,
+            batch_size: 16,
+            ..Default::default()
+        })
+        .unwrap();
         let mut trainer = EmberTrainer::new(&mut model, spec);
         let first = trainer.step(&mut model, &x, &y).unwrap();
         for _ in 0..20 {
@@ -238,12 +304,21 @@ mod tests {
         let (x, y) = blobs();
         let mut model = EmberMlp::new(&MlpSpec::new(2, &[8], 2, 0.0, 3).unwrap());
         let before = ember_runtime::params::parameters(model.model(), None);
-        let spec = TrainSpec::from_c(&EmberTrainConfig { trainable: 1, ..Default::default() }).unwrap();
+        let spec = TrainSpec::from_c(&EmberTrainConfig {
+            trainable: 1,
+            ..Default::default()
+        })
+        .unwrap();
         let mut trainer = EmberTrainer::new(&mut model, spec);
         trainer.step(&mut model, &x, &y).unwrap();
         let after = ember_runtime::params::parameters(model.model(), None);
         for (b, a) in before.iter().zip(&after) {
-            let same = b.value.clone().equal(a.value.clone()).all().into_scalar::<bool>();
+            let same = b
+                .value
+                .clone()
+                .equal(a.value.clone())
+                .all()
+                .into_scalar::<bool>();
             assert_eq!(same, !b.path.starts_with("layers.1"), "{}", b.path);
         }
     }
@@ -253,10 +328,22 @@ mod tests {
         let (x, y) = blobs();
         let spec = MlpSpec::new(2, &[4], 2, 0.0, 0).unwrap();
         let (mut a, mut b) = (EmberMlp::new(&spec), EmberMlp::new(&spec));
-        let mut trainer = EmberTrainer::new(&mut a, TrainSpec::from_c(&EmberTrainConfig::default()).unwrap());
-        assert_eq!(trainer.step(&mut b, &x, &y).unwrap_err().status, EmberStatus::InvalidArgument);
+        let mut trainer = EmberTrainer::new(
+            &mut a,
+            TrainSpec::from_c(&EmberTrainConfig::default()).unwrap(),
+        );
+        assert_eq!(
+            trainer.step(&mut b, &x, &y).unwrap_err().status,
+            EmberStatus::InvalidArgument
+        );
         let mut bad = y.clone();
         bad[3] = 2;
-        assert!(trainer.step(&mut a, &x, &bad).unwrap_err().message.contains("labels[3] is 2"));
+        assert!(
+            trainer
+                .step(&mut a, &x, &bad)
+                .unwrap_err()
+                .message
+                .contains("labels[3] is 2")
+        );
     }
 }

@@ -69,17 +69,29 @@ fn median(mut v: Vec<f64>) -> f64 {
 use crate::finetune::peak_rss_mib;
 
 /// Runs the benchmark; returns the table (and writes JSON to `json` if given).
-pub fn embed(model: &Path, iters: usize, warmup: usize, torch_script: &Path, json: Option<&PathBuf>) -> Result<String, String> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+pub fn embed(
+    model: &Path,
+    iters: usize,
+    warmup: usize,
+    torch_script: &Path,
+    json: Option<&PathBuf>,
+) -> Result<String, String> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let encoder = SentenceEncoder::from_dir(model, &Device::flex()).map_err(|e| e.to_string())?;
     let time = |batch: &[&str]| -> Result<f64, String> {
         for _ in 0..warmup {
-            encoder.encode(batch, batch.len()).map_err(|e| e.to_string())?;
+            encoder
+                .encode(batch, batch.len())
+                .map_err(|e| e.to_string())?;
         }
         let mut times = Vec::with_capacity(iters);
         for _ in 0..iters.max(1) {
             let t = Instant::now();
-            encoder.encode(batch, batch.len()).map_err(|e| e.to_string())?;
+            encoder
+                .encode(batch, batch.len())
+                .map_err(|e| e.to_string())?;
             times.push(t.elapsed().as_secs_f64());
         }
         Ok(median(times))
@@ -96,23 +108,42 @@ pub fn embed(model: &Path, iters: usize, warmup: usize, torch_script: &Path, jso
 
     let mut child = Command::new("python3")
         .arg(torch_script)
-        .args(["--model", &model.display().to_string(), "--threads", &threads.to_string()])
-        .args(["--iters", &iters.to_string(), "--warmup", &warmup.to_string()])
+        .args([
+            "--model",
+            &model.display().to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
+        .args([
+            "--iters",
+            &iters.to_string(),
+            "--warmup",
+            &warmup.to_string(),
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("python3 {}: {e}", torch_script.display()))?;
-    child.stdin.take().expect("piped").write_all(SENTENCES.join("\n").as_bytes()).map_err(|e| e.to_string())?;
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(SENTENCES.join("\n").as_bytes())
+        .map_err(|e| e.to_string())?;
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!(
             "{} failed (torch and sentence-transformers from tools/reference/requirements.txt are needed): {}",
             torch_script.display(),
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         ));
     }
-    let torch: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("torch side output: {e}"))?;
+    let torch: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("torch side output: {e}"))?;
 
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
     let mut table = format!(
@@ -128,12 +159,16 @@ pub fn embed(model: &Path, iters: usize, warmup: usize, torch_script: &Path, jso
     ] {
         let (e, t) = (f(&ember, key), f(&torch, key));
         let _ = lower_is_better;
-        table.push_str(&format!("{label:<22} {e:>12.2} {t:>12.2} {:>7.2}×\n", e / t));
+        table.push_str(&format!(
+            "{label:<22} {e:>12.2} {t:>12.2} {:>7.2}×\n",
+            e / t
+        ));
     }
     table.push_str("ratio = ember / pytorch (below 1 is better for latency and memory, above 1 for throughput)");
     if let Some(path) = json {
         let doc = serde_json::json!({"workload": "embed", "threads": threads, "iters": iters, "ember": ember, "pytorch": torch});
-        std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(table)
 }
@@ -141,29 +176,59 @@ pub fn embed(model: &Path, iters: usize, warmup: usize, torch_script: &Path, jso
 /// The number after `prefix` in `text`.
 fn number_after(text: &str, prefix: &str) -> Option<f64> {
     let rest = &text[text.find(prefix)? + prefix.len()..];
-    rest.split(|c: char| !(c.is_ascii_digit() || c == '.')).find(|s| !s.is_empty())?.parse().ok()
+    rest.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .find(|s| !s.is_empty())?
+        .parse()
+        .ok()
 }
 
 /// `ember finetune` (defaults) against the same job in transformers + peft.
-pub fn finetune(model: &Path, epochs: usize, torch_script: &Path, json: Option<&PathBuf>) -> Result<String, String> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+pub fn finetune(
+    model: &Path,
+    epochs: usize,
+    torch_script: &Path,
+    json: Option<&PathBuf>,
+) -> Result<String, String> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let (train, test) = ("data/intents/train.jsonl", "data/intents/test.jsonl");
     let out = std::env::temp_dir().join(format!("ember-bench-finetune-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let started = Instant::now();
     let run = Command::new(&exe)
-        .args(["finetune", "--quiet", "--model", &model.display().to_string(), "--train", train, "--test", test])
-        .args(["--epochs", &epochs.to_string(), "--out", &out.display().to_string()])
+        .args([
+            "finetune",
+            "--quiet",
+            "--model",
+            &model.display().to_string(),
+            "--train",
+            train,
+            "--test",
+            test,
+        ])
+        .args([
+            "--epochs",
+            &epochs.to_string(),
+            "--out",
+            &out.display().to_string(),
+        ])
         .output()
         .map_err(|e| format!("{}: {e}", exe.display()))?;
     let ember_wall = started.elapsed().as_secs_f64();
     let _ = std::fs::remove_dir_all(&out);
     let stdout = String::from_utf8_lossy(&run.stdout);
     if !run.status.success() {
-        return Err(format!("ember finetune failed: {}", String::from_utf8_lossy(&run.stderr).trim()));
+        return Err(format!(
+            "ember finetune failed: {}",
+            String::from_utf8_lossy(&run.stderr).trim()
+        ));
     }
-    let parse = |prefix: &str| number_after(&stdout, prefix).ok_or_else(|| format!("no `{prefix}` in ember finetune's output:\n{stdout}"));
+    let parse = |prefix: &str| {
+        number_after(&stdout, prefix)
+            .ok_or_else(|| format!("no `{prefix}` in ember finetune's output:\n{stdout}"))
+    };
     let steps = {
         let range = &stdout[stdout.find("steps ").ok_or("no step range")? + 6..];
         let (a, b) = range.split_once("..").ok_or("no step range")?;
@@ -185,8 +250,20 @@ pub fn finetune(model: &Path, epochs: usize, torch_script: &Path, json: Option<&
     let started = Instant::now();
     let run = Command::new("python3")
         .arg(torch_script)
-        .args(["--model", &model.display().to_string(), "--train", train, "--test", test])
-        .args(["--threads", &threads.to_string(), "--epochs", &epochs.to_string()])
+        .args([
+            "--model",
+            &model.display().to_string(),
+            "--train",
+            train,
+            "--test",
+            test,
+        ])
+        .args([
+            "--threads",
+            &threads.to_string(),
+            "--epochs",
+            &epochs.to_string(),
+        ])
         .output()
         .map_err(|e| format!("python3 {}: {e}", torch_script.display()))?;
     let torch_wall = started.elapsed().as_secs_f64();
@@ -194,10 +271,14 @@ pub fn finetune(model: &Path, epochs: usize, torch_script: &Path, json: Option<&
         return Err(format!(
             "{} failed (torch, transformers and peft from tools/reference/requirements.txt are needed): {}",
             torch_script.display(),
-            String::from_utf8_lossy(&run.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&run.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         ));
     }
-    let mut torch: serde_json::Value = serde_json::from_slice(&run.stdout).map_err(|e| format!("torch side output: {e}"))?;
+    let mut torch: serde_json::Value =
+        serde_json::from_slice(&run.stdout).map_err(|e| format!("torch side output: {e}"))?;
     torch["wall_seconds"] = serde_json::json!(torch_wall);
 
     let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
@@ -214,12 +295,16 @@ pub fn finetune(model: &Path, epochs: usize, torch_script: &Path, json: Option<&
         ("held-out accuracy (%)", "accuracy_after", 100.0),
     ] {
         let (e, t) = (f(&ember, key) * scale, f(&torch, key) * scale);
-        table.push_str(&format!("{label:<26} {e:>10.2} {t:>10.2} {:>7.2}×\n", e / t));
+        table.push_str(&format!(
+            "{label:<26} {e:>10.2} {t:>10.2} {:>7.2}×\n",
+            e / t
+        ));
     }
     table.push_str("ratio = ember / pytorch; the training loop includes a held-out evaluation and a checkpoint per epoch on both sides");
     if let Some(path) = json {
         let doc = serde_json::json!({"workload": "finetune", "threads": threads, "epochs": epochs, "ember": ember, "pytorch": torch});
-        std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(table)
 }
@@ -232,15 +317,42 @@ struct MemConfig {
 }
 
 const MEM_CONFIGS: [MemConfig; 9] = [
-    MemConfig { precision: Precision::Fp32, recompute: Strategy::None },
-    MemConfig { precision: Precision::F16, recompute: Strategy::None },
-    MemConfig { precision: Precision::Bf16, recompute: Strategy::None },
-    MemConfig { precision: Precision::Fp32, recompute: Strategy::Auto },
-    MemConfig { precision: Precision::F16, recompute: Strategy::Auto },
-    MemConfig { precision: Precision::Bf16, recompute: Strategy::Auto },
-    MemConfig { precision: Precision::Fp32, recompute: Strategy::Balanced },
-    MemConfig { precision: Precision::F16, recompute: Strategy::Balanced },
-    MemConfig { precision: Precision::Bf16, recompute: Strategy::Balanced },
+    MemConfig {
+        precision: Precision::Fp32,
+        recompute: Strategy::None,
+    },
+    MemConfig {
+        precision: Precision::F16,
+        recompute: Strategy::None,
+    },
+    MemConfig {
+        precision: Precision::Bf16,
+        recompute: Strategy::None,
+    },
+    MemConfig {
+        precision: Precision::Fp32,
+        recompute: Strategy::Auto,
+    },
+    MemConfig {
+        precision: Precision::F16,
+        recompute: Strategy::Auto,
+    },
+    MemConfig {
+        precision: Precision::Bf16,
+        recompute: Strategy::Auto,
+    },
+    MemConfig {
+        precision: Precision::Fp32,
+        recompute: Strategy::Balanced,
+    },
+    MemConfig {
+        precision: Precision::F16,
+        recompute: Strategy::Balanced,
+    },
+    MemConfig {
+        precision: Precision::Bf16,
+        recompute: Strategy::Balanced,
+    },
 ];
 
 /// Time (median, ms), the largest peak heap above the step's start (MiB),
@@ -263,21 +375,35 @@ fn time_steps<const N: usize, M: Segmented<N>>(
     for i in 0..warmup + iters.max(1) {
         let t = Instant::now();
         let (m, stats) = heap.measure(|| {
-            let recompute = if c.recompute == Strategy::Balanced { Strategy::None } else { c.recompute };
+            let recompute = if c.recompute == Strategy::Balanced {
+                Strategy::None
+            } else {
+                c.recompute
+            };
             let base = heap.stats().current_bytes;
             let mut observe = |grad_bytes: usize| {
                 let live = heap.stats().current_bytes.saturating_sub(base + grad_bytes);
                 activations.set(activations.get().max(live));
             };
             let (_, mut grads) = precision::autocast(c.precision, || {
-                forward_backward_observed(&model, batch, recompute, scaler.scale(), Some(&mut observe))
+                forward_backward_observed(
+                    &model,
+                    batch,
+                    recompute,
+                    scaler.scale(),
+                    Some(&mut observe),
+                )
             });
             let overflow = scaler.is_enabled() && scaler.unscale(&model, &mut grads).found_inf;
             scaler.update(overflow);
             // The step owns the model (moved into this closure and put back
             // below): a clone with the original still held would make the
             // optimizer copy every shared parameter before updating it.
-            if overflow { model } else { optimizer.step(1e-4, model, grads) }
+            if overflow {
+                model
+            } else {
+                optimizer.step(1e-4, model, grads)
+            }
         });
         let elapsed = t.elapsed().as_secs_f64();
         model = m;
@@ -289,7 +415,12 @@ fn time_steps<const N: usize, M: Segmented<N>>(
             allocations = stats.allocations;
         }
     }
-    (median(times) * 1e3, peak as f64 / 1048576.0, activations.get() as f64 / 1048576.0, allocations)
+    (
+        median(times) * 1e3,
+        peak as f64 / 1048576.0,
+        activations.get() as f64 / 1048576.0,
+        allocations,
+    )
 }
 
 /// Gradient bytes (fp32) of the trainable parameters of `model`, in MiB.
@@ -315,49 +446,89 @@ pub fn memory(
         Strategy::Balanced => "balanced",
         _ => "none",
     };
-    let named: Vec<(MemConfig, String)> =
-        MEM_CONFIGS.iter().map(|&c| (c, format!("{}/{}", c.precision.name(), recompute_name(c.recompute)))).collect();
-    if let Some(bad) = only.iter().find(|o| !named.iter().any(|(_, name)| name.eq_ignore_ascii_case(o))) {
-        return Err(format!("--only {bad}: expected PRECISION/RECOMPUTE with fp32|f16|bf16 and none|auto|balanced"));
+    let named: Vec<(MemConfig, String)> = MEM_CONFIGS
+        .iter()
+        .map(|&c| {
+            (
+                c,
+                format!("{}/{}", c.precision.name(), recompute_name(c.recompute)),
+            )
+        })
+        .collect();
+    if let Some(bad) = only
+        .iter()
+        .find(|o| !named.iter().any(|(_, name)| name.eq_ignore_ascii_case(o)))
+    {
+        return Err(format!(
+            "--only {bad}: expected PRECISION/RECOMPUTE with fp32|f16|bf16 and none|auto|balanced"
+        ));
     }
     let configs: Vec<MemConfig> = named
         .into_iter()
         .filter(|(_, name)| only.is_empty() || only.iter().any(|o| o.eq_ignore_ascii_case(name)))
         .map(|(c, _)| c)
         .collect();
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut rows = Vec::new();
-    let workloads: &[&str] = if quick { &["minilm"] } else { &["residual", "minilm"] };
+    let workloads: &[&str] = if quick {
+        &["minilm"]
+    } else {
+        &["residual", "minilm"]
+    };
     for &workload in workloads {
         for &c in &configs {
             let device = Device::flex().autodiff();
-            let device = if c.recompute == Strategy::Balanced { device.gradient_checkpointing() } else { device };
+            let device = if c.recompute == Strategy::Balanced {
+                device.gradient_checkpointing()
+            } else {
+                device
+            };
             device.seed(0);
             let (ms, peak, acts, allocs, grads, batch_desc) = match workload {
                 "residual" => {
                     let model = ember_runtime::params::materialize(
-                        ResidualMlpConfig::new(1024, 1024, 1, 32).with_batch_norm(false).init(&device),
+                        ResidualMlpConfig::new(1024, 1024, 1, 32)
+                            .with_batch_norm(false)
+                            .init(&device),
                     );
-                    let x = Tensor::<2>::random([256, 1024], Distribution::Normal(0.0, 1.0), &device);
+                    let x =
+                        Tensor::<2>::random([256, 1024], Distribution::Normal(0.0, 1.0), &device);
                     let y = Tensor::<2>::random([256, 1], Distribution::Normal(0.0, 1.0), &device);
                     let g = grad_mib(&model);
                     let (ms, peak, acts, allocs) = time_steps(model, &(x, y), c, iters, warmup);
                     (ms, peak, acts, allocs, g, "batch 256".to_string())
                 }
                 _ => {
-                    let encoder = SentenceEncoder::from_dir(model_dir, &device).map_err(|e| e.to_string())?;
-                    let lora = LoraConfig::new(8).with_alpha(16.0).with_target_modules(vec!["query".into(), "value".into()]);
+                    let encoder =
+                        SentenceEncoder::from_dir(model_dir, &device).map_err(|e| e.to_string())?;
+                    let lora = LoraConfig::new(8)
+                        .with_alpha(16.0)
+                        .with_target_modules(vec!["query".into(), "value".into()]);
                     let bert = encoder.model().clone().with_lora(&lora, &device);
-                    let model = ember_runtime::params::materialize(SentenceClassifier::new(bert, 8, &device));
+                    let model = ember_runtime::params::materialize(SentenceClassifier::new(
+                        bert, 8, &device,
+                    ));
                     let texts = intent_texts(16)?;
                     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                     let (ids, mask) = encoder.tokenize(&refs).map_err(|e| e.to_string())?;
                     let tokens = ids.dims()[1];
-                    let labels = Tensor::<1, Int>::from_data(TensorData::new((0..16).map(|i| i % 8).collect::<Vec<i64>>(), [16]), &device);
+                    let labels = Tensor::<1, Int>::from_data(
+                        TensorData::new((0..16).map(|i| i % 8).collect::<Vec<i64>>(), [16]),
+                        &device,
+                    );
                     let g = grad_mib(&model);
                     let batch = (ids.to_device(&device), mask.to_device(&device), labels);
                     let (ms, peak, acts, allocs) = time_steps(model, &batch, c, iters, warmup);
-                    (ms, peak, acts, allocs, g, format!("batch 16, {tokens} tokens"))
+                    (
+                        ms,
+                        peak,
+                        acts,
+                        allocs,
+                        g,
+                        format!("batch 16, {tokens} tokens"),
+                    )
                 }
             };
             let recompute = recompute_name(c.recompute);
@@ -366,21 +537,44 @@ pub fn memory(
             } else {
                 let mut cmd = Command::new("python3");
                 cmd.arg(torch_script)
-                    .args(["--workload", workload, "--precision", c.precision.name(), "--recompute", recompute])
-                    .args(["--threads", &threads.to_string(), "--iters", &iters.to_string(), "--warmup", &warmup.to_string()])
+                    .args([
+                        "--workload",
+                        workload,
+                        "--precision",
+                        c.precision.name(),
+                        "--recompute",
+                        recompute,
+                    ])
+                    .args([
+                        "--threads",
+                        &threads.to_string(),
+                        "--iters",
+                        &iters.to_string(),
+                        "--warmup",
+                        &warmup.to_string(),
+                    ])
                     .args(["--model", &model_dir.display().to_string()])
                     .env("MALLOC_MMAP_THRESHOLD_", "65536");
-                let out = cmd.output().map_err(|e| format!("python3 {}: {e}", torch_script.display()))?;
+                let out = cmd
+                    .output()
+                    .map_err(|e| format!("python3 {}: {e}", torch_script.display()))?;
                 if !out.status.success() {
                     return Err(format!(
                         "{} failed (torch, transformers and peft from tools/reference/requirements.txt are needed): {}",
                         torch_script.display(),
-                        String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+                        String::from_utf8_lossy(&out.stderr)
+                            .lines()
+                            .last()
+                            .unwrap_or("")
                     ));
                 }
-                serde_json::from_slice(&out.stdout).map_err(|e| format!("torch side output: {e}"))?
+                serde_json::from_slice(&out.stdout)
+                    .map_err(|e| format!("torch side output: {e}"))?
             };
-            eprintln!("{workload} {} + recompute {recompute}: ember {ms:.0} ms, step peak {peak:.0} MiB, activations {acts:.1} MiB; pytorch {torch}", c.precision);
+            eprintln!(
+                "{workload} {} + recompute {recompute}: ember {ms:.0} ms, step peak {peak:.0} MiB, activations {acts:.1} MiB; pytorch {torch}",
+                c.precision
+            );
             rows.push(serde_json::json!({
                 "workload": workload, "batch": batch_desc, "precision": c.precision.name(), "recompute": recompute,
                 "ember": {"step_ms": ms, "step_peak_mib": peak, "activation_mib": acts, "grad_mib": grads, "allocations_per_step": allocs},
@@ -399,7 +593,13 @@ pub fn memory(
     );
     for r in &rows {
         let (e, t) = (&r["ember"], &r["pytorch"]);
-        let cell = |v: f64| if v.is_nan() { "—".to_string() } else { format!("{v:.0}") };
+        let cell = |v: f64| {
+            if v.is_nan() {
+                "—".to_string()
+            } else {
+                format!("{v:.0}")
+            }
+        };
         table.push_str(&format!(
             "| {} ({}) | {} | {} | {:.0} | {:.0} | {:.1} | {} | {} | {} |\n",
             r["workload"].as_str().unwrap_or(""),
@@ -411,12 +611,17 @@ pub fn memory(
             f(e, "activation_mib"),
             cell(f(t, "step_ms")),
             cell(f(t, "step_peak_mib")),
-            if t.is_null() { "—".to_string() } else { format!("{:.2}×", f(e, "step_ms") / f(t, "step_ms")) },
+            if t.is_null() {
+                "—".to_string()
+            } else {
+                format!("{:.2}×", f(e, "step_ms") / f(t, "step_ms"))
+            },
         ));
     }
     if let Some(path) = json {
         let doc = serde_json::json!({"workload": "memory", "threads": threads, "iters": iters, "warmup": warmup, "rows": rows});
-        std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap()).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&doc).unwrap())
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(table)
 }
@@ -424,7 +629,8 @@ pub fn memory(
 /// The first `n` training sentences of the shipped intent data.
 fn intent_texts(n: usize) -> Result<Vec<String>, String> {
     let path = "data/intents/train.jsonl";
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e} (run from the repository root)"))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{path}: {e} (run from the repository root)"))?;
     Ok(text
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

@@ -31,21 +31,22 @@ use ember_models::cnn::SmallCnnConfig;
 use ember_models::mlp::MlpConfig;
 use ember_models::sentence::SentenceEncoder;
 use ember_runtime::Error;
-use ember_runtime::device::Backend;
 use ember_runtime::checkpoint::Checkpointer;
 use ember_runtime::clip::GlobalNormClip;
 use ember_runtime::data::{DataCheck, DataReport};
+use ember_runtime::device::Backend;
 use ember_runtime::freeze::{TrainMode, set_trainable, trainable_count};
 use ember_runtime::io::{SaveOptions, save_safetensors};
 use ember_runtime::lr_find::LrFinder;
 use ember_runtime::optim;
 use ember_runtime::peft::LoraConfig;
-use ember_runtime::schedule::WarmupCosine;
 use ember_runtime::plan::{Planner, parse_bytes};
 use ember_runtime::precision::{self, Precision};
 use ember_runtime::recompute::Strategy;
+use ember_runtime::schedule::WarmupCosine;
 use ember_runtime::train::{
-    Callback, Dataset, EarlyStopping, EvalRecord, Event, ForwardFn, Objective, Output, Recomputed, Trainer, TrainerConfig, evaluate,
+    Callback, Dataset, EarlyStopping, EvalRecord, Event, ForwardFn, Objective, Output, Recomputed,
+    Trainer, TrainerConfig, evaluate,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
@@ -103,7 +104,7 @@ pub struct Settings {
     /// Held-out data, same format.
     #[arg(long)]
     pub test: Option<PathBuf>,
-    /// Output directory [default: runs/<task>].
+    /// Output directory [default: runs/intents or runs/digits].
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Epochs [default: 4 for intents, 20 for digits].
@@ -196,7 +197,11 @@ impl Settings {
             model: None,
             train: data("train"),
             test: data("test"),
-            out: Some(PathBuf::from(if intents { "runs/finetune" } else { "runs/digits" })),
+            out: Some(PathBuf::from(if intents {
+                "runs/finetune"
+            } else {
+                "runs/digits"
+            })),
             epochs: Some(if intents { 4 } else { 20 }),
             batch_size: Some(if intents { 16 } else { 32 }),
             grad_accumulation: Some(1),
@@ -234,7 +239,10 @@ pub struct Options {
 #[derive(Debug, Clone)]
 enum Source {
     /// Data compiled into the binary, named by its path in the repository.
-    Builtin { name: &'static str, text: &'static str },
+    Builtin {
+        name: &'static str,
+        text: &'static str,
+    },
     /// A file given by `--train`/`--test` or the TOML file.
     File(PathBuf),
 }
@@ -246,13 +254,17 @@ impl Source {
     fn default_for(task: Task, split: &str, path: Option<PathBuf>) -> Source {
         match (path, task, split) {
             (Some(path), ..) => Source::File(path),
-            (None, Task::Intents, "train") => {
-                Source::Builtin { name: "data/intents/train.jsonl", text: include_str!("../../../data/intents/train.jsonl") }
+            (None, Task::Intents, "train") => Source::Builtin {
+                name: "data/intents/train.jsonl",
+                text: include_str!("../../../data/intents/train.jsonl"),
+            },
+            (None, Task::Intents, _) => Source::Builtin {
+                name: "data/intents/test.jsonl",
+                text: include_str!("../../../data/intents/test.jsonl"),
+            },
+            (None, Task::Digits, _) => {
+                Source::File(PathBuf::from(format!("data/digits/{split}.csv")))
             }
-            (None, Task::Intents, _) => {
-                Source::Builtin { name: "data/intents/test.jsonl", text: include_str!("../../../data/intents/test.jsonl") }
-            }
-            (None, Task::Digits, _) => Source::File(PathBuf::from(format!("data/digits/{split}.csv"))),
         }
     }
 
@@ -314,7 +326,8 @@ struct Resolved {
 fn resolve(o: &Options) -> Result<Resolved, String> {
     let file = match &o.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             toml::from_str::<Settings>(&text).map_err(|e| format!("{}: {e}", path.display()))?
         }
         None => Settings::default(),
@@ -339,12 +352,30 @@ fn resolve(o: &Options) -> Result<Resolved, String> {
         eval_every: s.eval_every.unwrap_or_default(),
         patience: s.patience.unwrap_or_default(),
         seed: s.seed.unwrap_or_default(),
-        precision: s.precision.as_deref().unwrap_or("fp32").parse().map_err(|e: Error| e.to_string())?,
-        recompute: s.recompute.as_deref().unwrap_or("none").parse().map_err(|e: Error| e.to_string())?,
-        memory_budget: s.memory_budget.as_deref().map(parse_bytes).transpose().map_err(|e| e.to_string())?,
+        precision: s
+            .precision
+            .as_deref()
+            .unwrap_or("fp32")
+            .parse()
+            .map_err(|e: Error| e.to_string())?,
+        recompute: s
+            .recompute
+            .as_deref()
+            .unwrap_or("none")
+            .parse()
+            .map_err(|e: Error| e.to_string())?,
+        memory_budget: s
+            .memory_budget
+            .as_deref()
+            .map(parse_bytes)
+            .transpose()
+            .map_err(|e| e.to_string())?,
         device: ember_runtime::device::selected(s.device.as_deref()).map_err(|e| e.to_string())?,
     };
-    if r.task == Task::Digits && r.arch == Arch::Cnn && !matches!(r.recompute, Strategy::None | Strategy::Balanced) {
+    if r.task == Task::Digits
+        && r.arch == Arch::Cnn
+        && !matches!(r.recompute, Strategy::None | Strategy::Balanced)
+    {
         return Err("segment recomputation needs a network of blocks: use --arch mlp, or --recompute balanced".into());
     }
     if r.epochs == 0 || r.batch_size == 0 || r.grad_accumulation == 0 || r.rank == 0 {
@@ -354,7 +385,10 @@ fn resolve(o: &Options) -> Result<Resolved, String> {
         return Err(format!("the learning rate must be positive, got {}", r.lr));
     }
     if r.task == Task::Digits && r.mode == Mode::Lora {
-        return Err("LoRA mode needs a pretrained encoder: use --mode full|bias|head with --task digits".into());
+        return Err(
+            "LoRA mode needs a pretrained encoder: use --mode full|bias|head with --task digits"
+                .into(),
+        );
     }
     Ok(r)
 }
@@ -365,20 +399,32 @@ struct Example {
     label: usize,
 }
 
-fn read_text_dataset(source: &Source, labels: &mut Vec<String>, grow: bool) -> Result<Vec<Example>, String> {
+fn read_text_dataset(
+    source: &Source,
+    labels: &mut Vec<String>,
+    grow: bool,
+) -> Result<Vec<Example>, String> {
     let text = source.read()?;
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let at = |m: String| format!("{source}:{}: {m}", i + 1);
         let (text, label) = if source.is_csv() {
             if i == 0 && line.trim() == "text,label" {
                 continue;
             }
-            let (t, l) = line.rsplit_once(',').ok_or_else(|| at("expected `text,label`".into()))?;
+            let (t, l) = line
+                .rsplit_once(',')
+                .ok_or_else(|| at("expected `text,label`".into()))?;
             (t.trim_matches('"').to_string(), l.trim().to_string())
         } else {
             let v: serde_json::Value = serde_json::from_str(line).map_err(|e| at(e.to_string()))?;
-            let t = v["text"].as_str().ok_or_else(|| at("no string field `text`".into()))?;
+            let t = v["text"]
+                .as_str()
+                .ok_or_else(|| at("no string field `text`".into()))?;
             let l = match &v["label"] {
                 serde_json::Value::String(s) => s.clone(),
                 serde_json::Value::Number(n) => n.to_string(),
@@ -392,7 +438,11 @@ fn read_text_dataset(source: &Source, labels: &mut Vec<String>, grow: bool) -> R
                 labels.push(label);
                 labels.len() - 1
             }
-            None => return Err(at(format!("label `{label}` does not occur in the training set"))),
+            None => {
+                return Err(at(format!(
+                    "label `{label}` does not occur in the training set"
+                )));
+            }
         };
         out.push(Example { text, label });
     }
@@ -408,7 +458,10 @@ fn check_text(source: &Source, data: &[Example], classes: usize) -> Result<DataR
         check.input_len(i, e.text.trim().len());
         check.label(i, e.label as i64);
     }
-    check.finish().into_result().map_err(|e| format!("{source}: {e}"))
+    check
+        .finish()
+        .into_result()
+        .map_err(|e| format!("{source}: {e}"))
 }
 
 /// Tokenized on demand, batch by batch.
@@ -423,9 +476,17 @@ impl Dataset for TextData<'_> {
         self.examples.len()
     }
     fn batch(&self, indices: &[usize], device: &Device) -> Result<Self::Batch, Error> {
-        let texts: Vec<&str> = indices.iter().map(|&i| self.examples[i].text.as_str()).collect();
-        let (ids, mask) = self.encoder.tokenize(&texts).map_err(|e| Error::Data { problems: vec![e.to_string()] })?;
-        let targets: Vec<i64> = indices.iter().map(|&i| self.examples[i].label as i64).collect();
+        let texts: Vec<&str> = indices
+            .iter()
+            .map(|&i| self.examples[i].text.as_str())
+            .collect();
+        let (ids, mask) = self.encoder.tokenize(&texts).map_err(|e| Error::Data {
+            problems: vec![e.to_string()],
+        })?;
+        let targets: Vec<i64> = indices
+            .iter()
+            .map(|&i| self.examples[i].label as i64)
+            .collect();
         let targets = Tensor::from_data(TensorData::new(targets, [indices.len()]), device);
         Ok((ids.to_device(device), mask.to_device(device), targets))
     }
@@ -441,24 +502,40 @@ fn read_digits(source: &Source) -> Result<(Digits, DataReport), String> {
     let text = source.read()?;
     let (mut x, mut y) = (Vec::new(), Vec::new());
     let mut check = DataCheck::new(10);
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         if i == 0 && line.starts_with("p0") {
             continue;
         }
         let at = |m: String| format!("{source}:{}: {m}", i + 1);
         let values: Vec<&str> = line.split(',').collect();
         if values.len() != 65 {
-            return Err(at(format!("expected 64 pixels and a label, found {} fields", values.len())));
+            return Err(at(format!(
+                "expected 64 pixels and a label, found {} fields",
+                values.len()
+            )));
         }
-        let row: Vec<f32> =
-            values[..64].iter().map(|v| v.trim().parse::<f32>().map(|p| p / 16.0)).collect::<Result<_, _>>().map_err(|e| at(e.to_string()))?;
-        let label: i64 = values[64].trim().parse().map_err(|e| at(format!("label: {e}")))?;
+        let row: Vec<f32> = values[..64]
+            .iter()
+            .map(|v| v.trim().parse::<f32>().map(|p| p / 16.0))
+            .collect::<Result<_, _>>()
+            .map_err(|e| at(e.to_string()))?;
+        let label: i64 = values[64]
+            .trim()
+            .parse()
+            .map_err(|e| at(format!("label: {e}")))?;
         check.features(y.len(), &row);
         check.label(y.len(), label);
         x.extend(row);
         y.push(label);
     }
-    let report = check.finish().into_result().map_err(|e| format!("{source}: {e}"))?;
+    let report = check
+        .finish()
+        .into_result()
+        .map_err(|e| format!("{source}: {e}"))?;
     Ok((Digits { x, y }, report))
 }
 
@@ -473,7 +550,10 @@ impl Dataset for Digits {
             x.extend_from_slice(&self.x[i * 64..(i + 1) * 64]);
         }
         let y: Vec<i64> = indices.iter().map(|&i| self.y[i]).collect();
-        Ok((Tensor::from_data(TensorData::new(x, [indices.len(), 64]), device), Tensor::from_data(TensorData::new(y, [indices.len()]), device)))
+        Ok((
+            Tensor::from_data(TensorData::new(x, [indices.len(), 64]), device),
+            Tensor::from_data(TensorData::new(y, [indices.len()]), device),
+        ))
     }
 }
 
@@ -488,7 +568,11 @@ struct Reporter {
 impl Reporter {
     /// A line for the user: above the bar, or on stderr without one.
     fn say(&self, line: String) {
-        if self.bar.is_hidden() { eprintln!("{line}") } else { self.bar.println(line) }
+        if self.bar.is_hidden() {
+            eprintln!("{line}")
+        } else {
+            self.bar.println(line)
+        }
     }
 }
 
@@ -504,31 +588,54 @@ impl<M> Callback<M> for Reporter {
                 self.seen += r.examples;
                 let rate = self.seen as f64 / self.started.elapsed().as_secs_f64();
                 self.bar.set_position(r.step + 1);
-                self.bar.set_message(format!("loss {:.4} lr {:.2e} {rate:.1} ex/s", r.loss, r.lr));
-                Some(serde_json::json!({"step": r.step, "epoch": r.epoch, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm, "accuracy": r.accuracy}))
+                self.bar
+                    .set_message(format!("loss {:.4} lr {:.2e} {rate:.1} ex/s", r.loss, r.lr));
+                Some(
+                    serde_json::json!({"step": r.step, "epoch": r.epoch, "loss": r.loss, "lr": r.lr, "grad_norm": r.grad_norm, "accuracy": r.accuracy}),
+                )
             }
             Event::Anomaly(a) => {
                 self.bar.set_position(a.step + 1);
                 self.say(format!("warning: {a}"));
-                Some(serde_json::json!({"step": a.step, "anomaly": format!("{:?}", a.kind).to_lowercase(), "path": a.path, "value": a.value}))
+                Some(
+                    serde_json::json!({"step": a.step, "anomaly": format!("{:?}", a.kind).to_lowercase(), "path": a.path, "value": a.value}),
+                )
             }
             Event::Warning { step, warning } => {
                 self.say(format!("step {step}: {warning}"));
                 None
             }
-            Event::Overflow { step, scale, new_scale } => {
-                Some(serde_json::json!({"step": step, "overflow_scale": scale, "new_scale": new_scale}))
-            }
+            Event::Overflow {
+                step,
+                scale,
+                new_scale,
+            } => Some(
+                serde_json::json!({"step": step, "overflow_scale": scale, "new_scale": new_scale}),
+            ),
             Event::Rollback { step, to_step } => {
                 self.say(format!("step {step}: too many bad steps in a row; rolled back to the state of step {to_step}"));
                 Some(serde_json::json!({"step": step, "rollback_to": to_step}))
             }
             Event::Eval(r) => {
-                let acc = r.accuracy.map(|a| format!(", accuracy {:.1} %", a * 100.0)).unwrap_or_default();
-                self.bar.println(format!("step {} (epoch {}): held-out loss {:.4}{acc}", r.step, r.epoch + 1, r.loss));
-                Some(serde_json::json!({"step": r.step, "epoch": r.epoch, "test_loss": r.loss, "test_accuracy": r.accuracy}))
+                let acc = r
+                    .accuracy
+                    .map(|a| format!(", accuracy {:.1} %", a * 100.0))
+                    .unwrap_or_default();
+                self.bar.println(format!(
+                    "step {} (epoch {}): held-out loss {:.4}{acc}",
+                    r.step,
+                    r.epoch + 1,
+                    r.loss
+                ));
+                Some(
+                    serde_json::json!({"step": r.step, "epoch": r.epoch, "test_loss": r.loss, "test_accuracy": r.accuracy}),
+                )
             }
-            Event::EarlyStop { step, best_step, best_loss } => {
+            Event::EarlyStop {
+                step,
+                best_step,
+                best_loss,
+            } => {
                 self.say(format!("step {step}: early stop; keeping the model of step {best_step} (held-out loss {best_loss:.4})"));
                 None
             }
@@ -547,11 +654,17 @@ impl<M> Callback<M> for Reporter {
 /// The curves of `metrics.jsonl` (the whole run, resumed parts included; a
 /// step run twice after a crash counts once, the later time).
 fn plot_metrics(out: &Path) -> Result<PathBuf, String> {
-    let text = std::fs::read_to_string(out.join("metrics.jsonl")).map_err(|e| format!("{}: {e}", out.display()))?;
+    let text = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .map_err(|e| format!("{}: {e}", out.display()))?;
     let mut train = std::collections::BTreeMap::new();
     let mut eval = std::collections::BTreeMap::new();
-    for v in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
-        let Some(step) = v["step"].as_f64() else { continue };
+    for v in text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+    {
+        let Some(step) = v["step"].as_f64() else {
+            continue;
+        };
         if let Some(loss) = v["loss"].as_f64() {
             train.insert(step as u64, loss);
         }
@@ -559,9 +672,15 @@ fn plot_metrics(out: &Path) -> Result<PathBuf, String> {
             eval.insert(step as u64, (loss, v["test_accuracy"].as_f64()));
         }
     }
-    let train: Vec<(f64, f64)> = train.into_iter().map(|(s, l)| (s as f64 + 1.0, l)).collect();
+    let train: Vec<(f64, f64)> = train
+        .into_iter()
+        .map(|(s, l)| (s as f64 + 1.0, l))
+        .collect();
     let eval_loss: Vec<(f64, f64)> = eval.iter().map(|(s, (l, _))| (*s as f64, *l)).collect();
-    let eval_acc: Vec<(f64, f64)> = eval.iter().filter_map(|(s, (_, a))| a.map(|a| (*s as f64, a))).collect();
+    let eval_acc: Vec<(f64, f64)> = eval
+        .iter()
+        .filter_map(|(s, (_, a))| a.map(|a| (*s as f64, a)))
+        .collect();
     let path = out.join("curves.png");
     plot::training_curves(&path, &train, &eval_loss, &eval_acc)?;
     Ok(path)
@@ -570,7 +689,13 @@ fn plot_metrics(out: &Path) -> Result<PathBuf, String> {
 /// Peak resident memory of this process (Linux), in MiB.
 pub fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
     Some(kib / 1024.0)
 }
 
@@ -603,13 +728,18 @@ type Objectives<'a, M, B> = &'a dyn Fn(Strategy) -> Option<Box<dyn Objective<M, 
 
 /// The objective (plain backward, or segment recomputation) of a network
 /// that implements [`ember_runtime::recompute::Segmented`].
-fn segmented<const N: usize, M: ember_runtime::recompute::Segmented<N, Batch = B> + 'static, B: 'static>()
--> impl Fn(Strategy) -> Option<Box<dyn Objective<M, B>>> {
+fn segmented<
+    const N: usize,
+    M: ember_runtime::recompute::Segmented<N, Batch = B> + 'static,
+    B: 'static,
+>() -> impl Fn(Strategy) -> Option<Box<dyn Objective<M, B>>> {
     // Without recomputation too the blocks run through `recompute` (with
     // its per-block RNG seeding), so that every strategy draws the same
     // dropout masks and trains to the same result.
     move |s| match s {
-        Strategy::None | Strategy::Balanced => Some(Box::new(Recomputed::<N>(Strategy::None)) as Box<dyn Objective<M, B>>),
+        Strategy::None | Strategy::Balanced => {
+            Some(Box::new(Recomputed::<N>(Strategy::None)) as Box<dyn Objective<M, B>>)
+        }
         s => Some(Box::new(Recomputed::<N>(s))),
     }
 }
@@ -619,7 +749,9 @@ fn plain<M: Module + 'static, B: 'static>(
     forward: impl Fn(&M, &B) -> Output + Copy + 'static,
 ) -> impl Fn(Strategy) -> Option<Box<dyn Objective<M, B>>> {
     move |s| match s {
-        Strategy::None | Strategy::Balanced => Some(Box::new(ForwardFn(forward)) as Box<dyn Objective<M, B>>),
+        Strategy::None | Strategy::Balanced => {
+            Some(Box::new(ForwardFn(forward)) as Box<dyn Objective<M, B>>)
+        }
         _ => None,
     }
 }
@@ -641,12 +773,17 @@ fn probe_peak<M: Module, D: Dataset>(
     let mut m = model.clone();
     let mut optimizer = optim::adamw(0.01).init();
     for _ in 0..2 {
-        let (_, grads) = precision::autocast(precision, || objective.forward_backward(&m, &data, 1.0));
+        let (_, grads) =
+            precision::autocast(precision, || objective.forward_backward(&m, &data, 1.0));
         m = optimizer.step(1e-6, m, grads);
     }
     Ok(heap.stats().peak_bytes)
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per task; the task API replaces it with a typed request"
+)]
 fn train_task<M: Module, D: Dataset>(
     r: &Resolved,
     o: &Options,
@@ -684,12 +821,17 @@ fn train_task<M: Module, D: Dataset>(
         precision = plan.choice.precision;
         recompute = plan.choice.recompute;
     }
-    let objective = objectives(recompute)
-        .ok_or_else(|| format!("recompute {recompute} needs a network of blocks; this one has none"))?;
+    let objective = objectives(recompute).ok_or_else(|| {
+        format!("recompute {recompute} needs a network of blocks; this one has none")
+    })?;
     let forward = move |m: &M, b: &D::Batch| precision::autocast(precision, || forward(m, b));
     if o.lr_find {
-        let curve = LrFinder::new(r.batch_size).with_seed(r.seed).run(&model, &optimizer, train, device, forward).map_err(e)?;
-        std::fs::write(r.out.join("lr_find.csv"), curve.to_csv()).map_err(|e| format!("{}: {e}", r.out.display()))?;
+        let curve = LrFinder::new(r.batch_size)
+            .with_seed(r.seed)
+            .run(&model, &optimizer, train, device, forward)
+            .map_err(e)?;
+        std::fs::write(r.out.join("lr_find.csv"), curve.to_csv())
+            .map_err(|e| format!("{}: {e}", r.out.display()))?;
         let points: Vec<(f64, f64)> = curve.points.iter().map(|p| (p.lr, p.smoothed)).collect();
         plot::lr_curve(&r.out.join("lr_find.png"), &points, curve.suggested)?;
         let suggestion = match curve.suggested {
@@ -709,7 +851,13 @@ fn train_task<M: Module, D: Dataset>(
     let steps_per_epoch = train.len().div_ceil(batch_size).div_ceil(grad_accumulation);
     let total = steps_per_epoch * r.epochs;
     let warmup = (total / 10).max(1);
-    let schedule = WarmupCosine::new(r.lr, 0.1, warmup, total.saturating_sub(warmup).max(1), r.lr * 0.01);
+    let schedule = WarmupCosine::new(
+        r.lr,
+        0.1,
+        warmup,
+        total.saturating_sub(warmup).max(1),
+        r.lr * 0.01,
+    );
     let mut config = TrainerConfig::new(batch_size)
         .with_epochs(r.epochs)
         .with_grad_accumulation(grad_accumulation)
@@ -734,18 +882,32 @@ fn train_task<M: Module, D: Dataset>(
         let line = serde_json::json!({"step": 0, "test_loss": before.loss, "test_accuracy": before.accuracy});
         writeln!(metrics, "{line}").map_err(|e| format!("{}: {e}", r.out.display()))?;
     }
-    let bar = if o.quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
+    let bar = if o.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total as u64)
+    };
     bar.set_style(
-        ProgressStyle::with_template("{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]").expect("valid template"),
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps {msg} [{elapsed_precise}<{eta_precise}]",
+        )
+        .expect("valid template"),
     );
     let trainable = trainable_count(&model);
     crate::HEAP.reset_peak();
     let started = Instant::now();
-    let reporter = Reporter { bar: bar.clone(), metrics, started, seen: 0 };
+    let reporter = Reporter {
+        bar: bar.clone(),
+        metrics,
+        started,
+        seen: 0,
+    };
     // Frozen parameters come from the model directory again on resume: a
     // checkpoint holds only what trains (0.6 MB instead of 91 MB for LoRA).
     let partial = trainable.0 < trainable.1;
-    let checkpointer = Checkpointer::new(r.out.join("checkpoints"), 2).map_err(e)?.trainable_only(partial);
+    let checkpointer = Checkpointer::new(r.out.join("checkpoints"), 2)
+        .map_err(e)?
+        .trainable_only(partial);
     let fit = Trainer::new(config, schedule, device.clone())
         .with_checkpointer(checkpointer)
         .resume(o.resume)
@@ -766,7 +928,10 @@ fn train_task<M: Module, D: Dataset>(
         anomalies: fit.history.anomalies.len(),
         trainable,
         peak_heap,
-        setting: format!("device {}, precision {precision}, recompute {recompute}, batch {batch_size}×{grad_accumulation}", r.device),
+        setting: format!(
+            "device {}, precision {precision}, recompute {recompute}, batch {batch_size}×{grad_accumulation}",
+            r.device
+        ),
         overflows: fit.history.overflows.len(),
         final_loss: fit.history.steps.last().map(|s| s.loss),
     }))
@@ -785,21 +950,39 @@ pub fn default_model_dir(model: Option<PathBuf>) -> Result<PathBuf, String> {
 /// altered; what happens is said on stderr.
 fn default_model() -> Result<PathBuf, String> {
     use ember_models::fetch::{ALL_MINILM_L6_V2, cache_dir};
-    let fetched = cache_dir().and_then(|cache| ALL_MINILM_L6_V2.fetch(&cache, &mut |line| eprintln!("ember: {line}")));
+    let fetched = cache_dir()
+        .and_then(|cache| ALL_MINILM_L6_V2.fetch(&cache, &mut |line| eprintln!("ember: {line}")));
     fetched.map_err(|e| format!("{e} (or pass --model DIR)"))
 }
 
 fn accuracy(r: &EvalRecord) -> String {
-    r.accuracy.map_or("n/a".into(), |a| format!("{:.1} %", a * 100.0))
+    r.accuracy
+        .map_or("n/a".into(), |a| format!("{:.1} %", a * 100.0))
 }
 
 fn summary<M>(r: &Resolved, what: &str, t: &Trained<M>, extra: &str) -> Result<String, String> {
     let curves = plot_metrics(&r.out)?;
-    let rss = peak_rss_mib().map(|m| format!(", peak RSS {m:.0} MiB")).unwrap_or_default();
-    let heap = format!(", peak heap while training {:.0} MiB", t.peak_heap as f64 / 1048576.0);
-    let anomalies = if t.anomalies > 0 { format!(", {} steps skipped (see metrics.jsonl)", t.anomalies) } else { String::new() };
-    let overflows = if t.overflows > 0 { format!(", {} loss-scale overflows skipped", t.overflows) } else { String::new() };
-    let last = t.final_loss.map(|l| format!(", final training loss {l:.4}")).unwrap_or_default();
+    let rss = peak_rss_mib()
+        .map(|m| format!(", peak RSS {m:.0} MiB"))
+        .unwrap_or_default();
+    let heap = format!(
+        ", peak heap while training {:.0} MiB",
+        t.peak_heap as f64 / 1048576.0
+    );
+    let anomalies = if t.anomalies > 0 {
+        format!(", {} steps skipped (see metrics.jsonl)", t.anomalies)
+    } else {
+        String::new()
+    };
+    let overflows = if t.overflows > 0 {
+        format!(", {} loss-scale overflows skipped", t.overflows)
+    } else {
+        String::new()
+    };
+    let last = t
+        .final_loss
+        .map(|l| format!(", final training loss {l:.4}"))
+        .unwrap_or_default();
     Ok(format!(
         "{what}: steps {}..{} in {:.1} s{rss}{heap}{anomalies}{overflows}\n\
          {}{last}\n\
@@ -826,9 +1009,15 @@ fn summary<M>(r: &Resolved, what: &str, t: &Trained<M>, extra: &str) -> Result<S
 
 fn trainable(mode: Mode, head: &str) -> TrainMode {
     match mode {
-        Mode::Lora => TrainMode::Lora { also: vec![head.into()] },
-        Mode::Bias => TrainMode::BiasOnly { also: vec![head.into()] },
-        Mode::Head => TrainMode::HeadOnly { prefix: head.into() },
+        Mode::Lora => TrainMode::Lora {
+            also: vec![head.into()],
+        },
+        Mode::Bias => TrainMode::BiasOnly {
+            also: vec![head.into()],
+        },
+        Mode::Head => TrainMode::HeadOnly {
+            prefix: head.into(),
+        },
         Mode::Full => TrainMode::Full,
     }
 }
@@ -847,39 +1036,87 @@ fn run_intents(r: &Resolved, o: &Options, device: &Device) -> Result<String, Str
         None => default_model()?,
     };
     let encoder = SentenceEncoder::from_dir(&model_dir, device).map_err(|e| e.to_string())?;
-    let lora = LoraConfig::new(r.rank).with_alpha(2.0 * r.rank as f64).with_target_modules(vec!["query".into(), "value".into()]);
-    let bert = if r.mode == Mode::Lora { encoder.model().clone().with_lora(&lora, device) } else { encoder.model().clone() };
+    let lora = LoraConfig::new(r.rank)
+        .with_alpha(2.0 * r.rank as f64)
+        .with_target_modules(vec!["query".into(), "value".into()]);
+    let bert = if r.mode == Mode::Lora {
+        encoder.model().clone().with_lora(&lora, device)
+    } else {
+        encoder.model().clone()
+    };
     let mode = trainable(r.mode, "head");
-    let model = set_trainable(SentenceClassifier::new(bert, labels.len(), device), |p| mode.trains(p));
-    let (train_data, test_data) = (TextData { examples: &train, encoder: &encoder }, TextData { examples: &test, encoder: &encoder });
-    let forward = |m: &SentenceClassifier, (ids, mask, y): &(Tensor<2, Int>, Tensor<2>, Tensor<1, Int>)| {
+    let model = set_trainable(SentenceClassifier::new(bert, labels.len(), device), |p| {
+        mode.trains(p)
+    });
+    let (train_data, test_data) = (
+        TextData {
+            examples: &train,
+            encoder: &encoder,
+        },
+        TextData {
+            examples: &test,
+            encoder: &encoder,
+        },
+    );
+    let forward = |m: &SentenceClassifier,
+                   (ids, mask, y): &(Tensor<2, Int>, Tensor<2>, Tensor<1, Int>)| {
         Output::classification(m.forward(ids.clone(), mask.clone()), y.clone())
     };
     let objectives = segmented::<3, SentenceClassifier, _>();
-    let t = match train_task(r, o, model, &train_data, &test_data, device, forward, &objectives)? {
+    let t = match train_task(
+        r,
+        o,
+        model,
+        &train_data,
+        &test_data,
+        device,
+        forward,
+        &objectives,
+    )? {
         Outcome::LrFind(s) => return Ok(s),
         Outcome::Trained(t) => t,
     };
     let trained = t.model.valid();
     let io = |e: Error| e.to_string();
     let extra = if r.mode == Mode::Lora {
-        save_peft_adapter(&trained.encoder, &lora, r.out.join("adapter")).map_err(|e| e.to_string())?;
-        save_safetensors(&trained, r.out.join("head.safetensors"), &SaveOptions { only: vec!["^head\\.".into()], ..Default::default() })
-            .map_err(io)?;
+        save_peft_adapter(&trained.encoder, &lora, r.out.join("adapter"))
+            .map_err(|e| e.to_string())?;
+        save_safetensors(
+            &trained,
+            r.out.join("head.safetensors"),
+            &SaveOptions {
+                only: vec!["^head\\.".into()],
+                ..Default::default()
+            },
+        )
+        .map_err(io)?;
         "adapter/ (peft format), head.safetensors, "
     } else {
-        save_safetensors(&trained, r.out.join("model.safetensors"), &SaveOptions::default()).map_err(io)?;
+        save_safetensors(
+            &trained,
+            r.out.join("model.safetensors"),
+            &SaveOptions::default(),
+        )
+        .map_err(io)?;
         "model.safetensors, "
     };
-    std::fs::write(r.out.join("labels.json"), serde_json::to_string(&labels).unwrap_or_default())
-        .map_err(|e| format!("{}: {e}", r.out.display()))?;
+    std::fs::write(
+        r.out.join("labels.json"),
+        serde_json::to_string(&labels).unwrap_or_default(),
+    )
+    .map_err(|e| format!("{}: {e}", r.out.display()))?;
     let how = match r.mode {
         Mode::Lora => format!("LoRA r={} on query/value + head", r.rank),
         Mode::Bias => "biases + head (BitFit)".into(),
         Mode::Head => "the head only".into(),
         Mode::Full => "all parameters".into(),
     };
-    let what = format!("fine-tuned {} ({how}) on {} examples, {} labels", encoder.name(), train.len(), labels.len());
+    let what = format!(
+        "fine-tuned {} ({how}) on {} examples, {} labels",
+        encoder.name(),
+        train.len(),
+        labels.len()
+    );
     summary(r, &what, &t, &format!("{extra}labels.json, "))
 }
 
@@ -890,24 +1127,42 @@ fn run_digits(r: &Resolved, o: &Options, device: &Device) -> Result<String, Stri
         eprintln!("warning: {}: {w}", r.train);
     }
     let io = |e: Error| e.to_string();
-    let what = |name: &str| format!("trained the digits {name} from scratch on {} images", train.len());
+    let what = |name: &str| {
+        format!(
+            "trained the digits {name} from scratch on {} images",
+            train.len()
+        )
+    };
     match r.arch {
         Arch::Mlp => {
             let mode = trainable(r.mode, "layers.2");
-            let model = set_trainable(MlpConfig::new(vec![64, 128, 64, 10]).with_dropout(0.1).init(device), |p| mode.trains(p));
-            let forward = |m: &ember_models::mlp::Mlp, (x, y): &(Tensor<2>, Tensor<1, Int>)| Output::classification(m.forward(x.clone()), y.clone());
+            let model = set_trainable(
+                MlpConfig::new(vec![64, 128, 64, 10])
+                    .with_dropout(0.1)
+                    .init(device),
+                |p| mode.trains(p),
+            );
+            let forward = |m: &ember_models::mlp::Mlp, (x, y): &(Tensor<2>, Tensor<1, Int>)| {
+                Output::classification(m.forward(x.clone()), y.clone())
+            };
             let objectives = segmented::<2, ember_models::mlp::Mlp, _>();
             let t = match train_task(r, o, model, &train, &test, device, forward, &objectives)? {
                 Outcome::LrFind(s) => return Ok(s),
                 Outcome::Trained(t) => t,
             };
-            save_safetensors(&t.model.valid(), r.out.join("model.safetensors"), &SaveOptions::default()).map_err(io)?;
+            save_safetensors(
+                &t.model.valid(),
+                r.out.join("model.safetensors"),
+                &SaveOptions::default(),
+            )
+            .map_err(io)?;
             summary(r, &what("MLP 64-128-64-10"), &t, "model.safetensors, ")
         }
         Arch::Cnn => {
             let mode = trainable(r.mode, "fc");
             let model = set_trainable(SmallCnnConfig::new().init(device), |p| mode.trains(p));
-            let forward = |m: &ember_models::cnn::SmallCnn, (x, y): &(Tensor<2>, Tensor<1, Int>)| {
+            let forward = |m: &ember_models::cnn::SmallCnn,
+                           (x, y): &(Tensor<2>, Tensor<1, Int>)| {
                 let n = x.dims()[0];
                 Output::classification(m.forward(x.clone().reshape([n, 1, 8, 8])), y.clone())
             };
@@ -916,7 +1171,12 @@ fn run_digits(r: &Resolved, o: &Options, device: &Device) -> Result<String, Stri
                 Outcome::LrFind(s) => return Ok(s),
                 Outcome::Trained(t) => t,
             };
-            save_safetensors(&t.model.valid(), r.out.join("model.safetensors"), &SaveOptions::default()).map_err(io)?;
+            save_safetensors(
+                &t.model.valid(),
+                r.out.join("model.safetensors"),
+                &SaveOptions::default(),
+            )
+            .map_err(io)?;
             summary(r, &what("CNN"), &t, "model.safetensors, ")
         }
     }
@@ -925,18 +1185,30 @@ fn run_digits(r: &Resolved, o: &Options, device: &Device) -> Result<String, Stri
 /// Runs `ember finetune`; returns the summary printed at the end.
 pub fn run(o: Options) -> Result<String, String> {
     let r = resolve(&o)?;
-    let device = ember_runtime::device::init(r.device).map_err(|e| e.to_string())?.autodiff();
+    let device = ember_runtime::device::init(r.device)
+        .map_err(|e| e.to_string())?
+        .autodiff();
     if !ember_runtime::device::supports(r.device, r.precision) {
         return Err(format!(
             "--precision {} is not available on --device {} ({}); use --precision {}",
             r.precision,
             r.device,
             ember_runtime::device::description(r.device).unwrap_or_default(),
-            if r.precision == Precision::Bf16 && ember_runtime::device::supports(r.device, Precision::F16) { "f16" } else { "fp32" }
+            if r.precision == Precision::Bf16
+                && ember_runtime::device::supports(r.device, Precision::F16)
+            {
+                "f16"
+            } else {
+                "fp32"
+            }
         ));
     }
     // Burn's balanced checkpointing lives on the device.
-    let device = if r.recompute == Strategy::Balanced { device.gradient_checkpointing() } else { device };
+    let device = if r.recompute == Strategy::Balanced {
+        device.gradient_checkpointing()
+    } else {
+        device
+    };
     device.seed(r.seed);
     match r.task {
         Task::Intents => run_intents(&r, &o, &device),

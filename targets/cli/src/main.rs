@@ -48,12 +48,16 @@ use ember_runtime::memory::Counting;
 pub static HEAP: Counting<std::alloc::System> = Counting::new(std::alloc::System);
 
 mod bench;
-mod speed;
 mod finetune;
 mod plot;
+mod speed;
 
 #[derive(Parser)]
-#[command(name = "ember", version, about = "Run and fine-tune small neural networks on the device.")]
+#[command(
+    name = "ember",
+    version,
+    about = "Run and fine-tune small neural networks on the device."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,6 +71,10 @@ enum Format {
 }
 
 #[derive(Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; clap flattens the settings in place"
+)]
 enum Command {
     /// List the tensors of a safetensors file.
     Inspect {
@@ -159,11 +167,18 @@ struct SuiteArgs {
 
 impl SuiteArgs {
     fn timing(&self) -> speed::Timing {
-        speed::Timing { warmup: self.warmup, min_iters: self.min_iters, seconds: self.seconds }
+        speed::Timing {
+            warmup: self.warmup,
+            min_iters: self.min_iters,
+            seconds: self.seconds,
+        }
     }
 
     fn selection(&self) -> speed::Selection {
-        speed::Selection { quick: self.quick, only: self.only.clone() }
+        speed::Selection {
+            quick: self.quick,
+            only: self.only.clone(),
+        }
     }
 }
 
@@ -267,7 +282,8 @@ fn inspect(file: &PathBuf, format: Format) -> Result<String, String> {
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let st = safetensors::SafeTensors::deserialize(&bytes)
         .map_err(|e| format!("{}: not a valid safetensors file: {e}", file.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| format!("{}: {e}", file.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     let mut tensors: Vec<_> = st.tensors();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let total: usize = tensors.iter().map(|(_, t)| t.data().len()).sum();
@@ -280,12 +296,21 @@ fn inspect(file: &PathBuf, format: Format) -> Result<String, String> {
                     serde_json::json!({"name": name, "dtype": format!("{:?}", t.dtype()), "shape": t.shape(), "bytes": t.data().len()})
                 })
                 .collect();
-            serde_json::json!({"tensors": list, "metadata": metadata, "total_bytes": total}).to_string()
+            serde_json::json!({"tensors": list, "metadata": metadata, "total_bytes": total})
+                .to_string()
         }
         Format::Text => {
             let mut out = String::new();
-            let width = tensors.iter().map(|(n, _)| n.len()).max().unwrap_or(4).max(4);
-            out.push_str(&format!("{:width$}  {:5}  {:>16}  {:>12}\n", "name", "dtype", "shape", "bytes"));
+            let width = tensors
+                .iter()
+                .map(|(n, _)| n.len())
+                .max()
+                .unwrap_or(4)
+                .max(4);
+            out.push_str(&format!(
+                "{:width$}  {:5}  {:>16}  {:>12}\n",
+                "name", "dtype", "shape", "bytes"
+            ));
             for (name, t) in &tensors {
                 out.push_str(&format!(
                     "{name:width$}  {:5}  {:>16}  {:>12}\n",
@@ -303,7 +328,13 @@ fn inspect(file: &PathBuf, format: Format) -> Result<String, String> {
     })
 }
 
-fn embed(model: &PathBuf, format: Format, batch_size: usize, device: Option<&str>, texts: Vec<String>) -> Result<String, String> {
+fn embed(
+    model: &PathBuf,
+    format: Format,
+    batch_size: usize,
+    device: Option<&str>,
+    texts: Vec<String>,
+) -> Result<String, String> {
     let mut inputs = Vec::new();
     for t in texts {
         if t == "-" {
@@ -320,7 +351,9 @@ fn embed(model: &PathBuf, format: Format, batch_size: usize, device: Option<&str
     let device = ember_runtime::device::select(device).map_err(|e| e.to_string())?;
     let encoder = SentenceEncoder::from_dir(model, &device).map_err(|e| e.to_string())?;
     let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
-    let embeddings = encoder.encode(&refs, batch_size).map_err(|e| e.to_string())?;
+    let embeddings = encoder
+        .encode(&refs, batch_size)
+        .map_err(|e| e.to_string())?;
     Ok(match format {
         Format::Json => serde_json::json!({"model": encoder.name(), "dim": encoder.dim(), "embeddings": embeddings}).to_string(),
         Format::Text => embeddings
@@ -341,7 +374,9 @@ fn devices(format: Format) -> Result<String, String> {
         .into_iter()
         .map(|b| {
             let status = if b.is_compiled() {
-                device::init(b).map(|_| device::description(b).unwrap_or_default()).map_err(|e| e.to_string())
+                device::init(b)
+                    .map(|_| device::description(b).unwrap_or_default())
+                    .map_err(|e| e.to_string())
             } else {
                 Err(format!("not compiled in (--features {})", b.name()))
             };
@@ -384,34 +419,107 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect { file, format } => inspect(&file, format),
         Command::Devices { format } => devices(format),
-        Command::Embed { model, format, batch_size, device, texts } => {
-            finetune::default_model_dir(model).and_then(|model| embed(&model, format, batch_size, device.as_deref(), texts))
-        }
-        Command::Finetune { settings, config, resume, lr_find, quiet } => {
-            finetune::run(finetune::Options { flags: settings, config, resume, lr_find, quiet })
-        }
-        Command::Bench { workload: BenchWorkload::Speed { suite, torch_script, rounds, json } } => {
+        Command::Embed {
+            model,
+            format,
+            batch_size,
+            device,
+            texts,
+        } => finetune::default_model_dir(model)
+            .and_then(|model| embed(&model, format, batch_size, device.as_deref(), texts)),
+        Command::Finetune {
+            settings,
+            config,
+            resume,
+            lr_find,
+            quiet,
+        } => finetune::run(finetune::Options {
+            flags: settings,
+            config,
+            resume,
+            lr_find,
+            quiet,
+        }),
+        Command::Bench {
+            workload:
+                BenchWorkload::Speed {
+                    suite,
+                    torch_script,
+                    rounds,
+                    json,
+                },
+        } => {
             let (timing, selection) = (suite.timing(), suite.selection());
-            finetune::default_model_dir(suite.model)
-                .and_then(|m| speed::speed(&m, timing, &torch_script, rounds as usize, json.as_ref(), &selection))
+            finetune::default_model_dir(suite.model).and_then(|m| {
+                speed::speed(
+                    &m,
+                    timing,
+                    &torch_script,
+                    rounds as usize,
+                    json.as_ref(),
+                    &selection,
+                )
+            })
         }
-        Command::Bench { workload: BenchWorkload::Device { device, suite, json } } => {
+        Command::Bench {
+            workload:
+                BenchWorkload::Device {
+                    device,
+                    suite,
+                    json,
+                },
+        } => {
             let (timing, selection) = (suite.timing(), suite.selection());
             device
                 .parse()
                 .map_err(|e: ember_runtime::Error| e.to_string())
                 .and_then(|backend| finetune::default_model_dir(suite.model).map(|m| (backend, m)))
-                .and_then(|(backend, m)| speed::devices(&m, backend, timing, &selection, json.as_ref()))
+                .and_then(|(backend, m)| {
+                    speed::devices(&m, backend, timing, &selection, json.as_ref())
+                })
         }
-        Command::Bench { workload: BenchWorkload::Embed { model, iters, warmup, torch_script, json } } => {
-            bench::embed(&model, iters, warmup, &torch_script, json.as_ref())
-        }
-        Command::Bench { workload: BenchWorkload::Memory { model, iters, warmup, quick, only, torch_script, json } } => {
-            finetune::default_model_dir(model).and_then(|m| bench::memory(&m, iters, warmup, &torch_script, json.as_ref(), quick, &only))
-        }
-        Command::Bench { workload: BenchWorkload::Finetune { model, epochs, torch_script, json } } => {
-            finetune::default_model_dir(model).and_then(|m| bench::finetune(&m, epochs, &torch_script, json.as_ref()))
-        }
+        Command::Bench {
+            workload:
+                BenchWorkload::Embed {
+                    model,
+                    iters,
+                    warmup,
+                    torch_script,
+                    json,
+                },
+        } => bench::embed(&model, iters, warmup, &torch_script, json.as_ref()),
+        Command::Bench {
+            workload:
+                BenchWorkload::Memory {
+                    model,
+                    iters,
+                    warmup,
+                    quick,
+                    only,
+                    torch_script,
+                    json,
+                },
+        } => finetune::default_model_dir(model).and_then(|m| {
+            bench::memory(
+                &m,
+                iters,
+                warmup,
+                &torch_script,
+                json.as_ref(),
+                quick,
+                &only,
+            )
+        }),
+        Command::Bench {
+            workload:
+                BenchWorkload::Finetune {
+                    model,
+                    epochs,
+                    torch_script,
+                    json,
+                },
+        } => finetune::default_model_dir(model)
+            .and_then(|m| bench::finetune(&m, epochs, &torch_script, json.as_ref())),
     };
     match result {
         Ok(out) => {

@@ -26,7 +26,9 @@ const FONT_PATHS: [&str; 9] = [
 fn have_font() -> bool {
     static FOUND: OnceLock<bool> = OnceLock::new();
     *FOUND.get_or_init(|| {
-        let candidates = std::env::var("EMBER_FONT").into_iter().chain(FONT_PATHS.iter().map(|s| s.to_string()));
+        let candidates = std::env::var("EMBER_FONT")
+            .into_iter()
+            .chain(FONT_PATHS.iter().map(|s| s.to_string()));
         for path in candidates {
             if let Ok(bytes) = std::fs::read(&path) {
                 // Registered fonts live as long as the process.
@@ -41,7 +43,11 @@ fn have_font() -> bool {
 }
 
 fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
     if !lo.is_finite() {
         (0.0, 1.0)
     } else if hi - lo < 1e-12 {
@@ -68,47 +74,78 @@ pub fn training_curves(
     let root = BitMapBackend::new(path, (1200, 480)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(path, e))?;
     let (left, right) = root.split_horizontally(640);
-    let max_step = train_loss.iter().chain(eval_loss).map(|p| p.0).fold(1.0, f64::max);
+    let max_step = train_loss
+        .iter()
+        .chain(eval_loss)
+        .map(|p| p.0)
+        .fold(1.0, f64::max);
     let (lo, hi) = range(train_loss.iter().chain(eval_loss).map(|p| p.1));
 
     let mut chart = ChartBuilder::on(&left);
-    chart.margin(12).x_label_area_size(if text { 36 } else { 8 }).y_label_area_size(if text { 56 } else { 8 });
+    chart
+        .margin(12)
+        .x_label_area_size(if text { 36 } else { 8 })
+        .y_label_area_size(if text { 56 } else { 8 });
     if text {
         chart.caption("loss", ("sans-serif", 20));
     }
-    let mut chart = chart.build_cartesian_2d(0.0..max_step, lo.max(0.0)..hi).map_err(|e| err(path, e))?;
+    let mut chart = chart
+        .build_cartesian_2d(0.0..max_step, lo.max(0.0)..hi)
+        .map_err(|e| err(path, e))?;
     let mut mesh = chart.configure_mesh();
-    mesh.x_desc("step").x_label_formatter(&|v| format!("{v:.0}"));
+    mesh.x_desc("step")
+        .x_label_formatter(&|v| format!("{v:.0}"));
     if !text {
         mesh.x_labels(0).y_labels(0);
     }
     mesh.draw().map_err(|e| err(path, e))?;
-    let train = chart.draw_series(LineSeries::new(train_loss.iter().copied(), BLUE.stroke_width(1))).map_err(|e| err(path, e))?;
+    let train = chart
+        .draw_series(LineSeries::new(
+            train_loss.iter().copied(),
+            BLUE.stroke_width(1),
+        ))
+        .map_err(|e| err(path, e))?;
     if text {
-        train.label("training (per step)").legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE));
+        train
+            .label("training (per step)")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE));
     }
     let eval = chart
         .draw_series(LineSeries::new(eval_loss.iter().copied(), RED.stroke_width(2)).point_size(3))
         .map_err(|e| err(path, e))?;
     if text {
-        eval.label("held-out").legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED));
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw().map_err(|e| err(path, e))?;
+        eval.label("held-out")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED));
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(path, e))?;
     }
 
     let mut chart = ChartBuilder::on(&right);
-    chart.margin(12).x_label_area_size(if text { 36 } else { 8 }).y_label_area_size(if text { 56 } else { 8 });
+    chart
+        .margin(12)
+        .x_label_area_size(if text { 36 } else { 8 })
+        .y_label_area_size(if text { 56 } else { 8 });
     if text {
         chart.caption("held-out accuracy", ("sans-serif", 20));
     }
-    let mut chart = chart.build_cartesian_2d(0.0..max_step, 0.0..1.0).map_err(|e| err(path, e))?;
+    let mut chart = chart
+        .build_cartesian_2d(0.0..max_step, 0.0..1.0)
+        .map_err(|e| err(path, e))?;
     let mut mesh = chart.configure_mesh();
-    mesh.x_desc("step").x_label_formatter(&|v| format!("{v:.0}"));
+    mesh.x_desc("step")
+        .x_label_formatter(&|v| format!("{v:.0}"));
     if !text {
         mesh.x_labels(0).y_labels(0);
     }
     mesh.draw().map_err(|e| err(path, e))?;
     chart
-        .draw_series(LineSeries::new(eval_accuracy.iter().copied(), GREEN.stroke_width(2)).point_size(3))
+        .draw_series(
+            LineSeries::new(eval_accuracy.iter().copied(), GREEN.stroke_width(2)).point_size(3),
+        )
         .map_err(|e| err(path, e))?;
     root.present().map_err(|e| err(path, e))
 }
@@ -123,20 +160,34 @@ pub fn lr_curve(path: &Path, points: &[(f64, f64)], suggested: Option<f64>) -> R
     let lr_hi = points.last().map_or(10.0, |p| p.0).max(lr_lo * 10.0);
     let (lo, hi) = range(points.iter().map(|p| p.1));
     let mut chart = ChartBuilder::on(&root);
-    chart.margin(12).x_label_area_size(if text { 36 } else { 8 }).y_label_area_size(if text { 56 } else { 8 });
+    chart
+        .margin(12)
+        .x_label_area_size(if text { 36 } else { 8 })
+        .y_label_area_size(if text { 56 } else { 8 });
     if text {
         chart.caption("learning-rate range test", ("sans-serif", 20));
     }
-    let mut chart = chart.build_cartesian_2d((lr_lo..lr_hi).log_scale(), lo..hi).map_err(|e| err(path, e))?;
+    let mut chart = chart
+        .build_cartesian_2d((lr_lo..lr_hi).log_scale(), lo..hi)
+        .map_err(|e| err(path, e))?;
     let mut mesh = chart.configure_mesh();
-    mesh.x_desc("learning rate").y_desc("smoothed loss").x_label_formatter(&|v| format!("{v:.0e}"));
+    mesh.x_desc("learning rate")
+        .y_desc("smoothed loss")
+        .x_label_formatter(&|v| format!("{v:.0e}"));
     if !text {
         mesh.x_labels(0).y_labels(0);
     }
     mesh.draw().map_err(|e| err(path, e))?;
-    chart.draw_series(LineSeries::new(points.iter().copied(), BLUE.stroke_width(2))).map_err(|e| err(path, e))?;
+    chart
+        .draw_series(LineSeries::new(
+            points.iter().copied(),
+            BLUE.stroke_width(2),
+        ))
+        .map_err(|e| err(path, e))?;
     if let Some(lr) = suggested {
-        chart.draw_series(LineSeries::new([(lr, lo), (lr, hi)], RED.stroke_width(1))).map_err(|e| err(path, e))?;
+        chart
+            .draw_series(LineSeries::new([(lr, lo), (lr, hi)], RED.stroke_width(1)))
+            .map_err(|e| err(path, e))?;
     }
     root.present().map_err(|e| err(path, e))
 }

@@ -57,7 +57,8 @@ pub struct Selection {
 
 impl Selection {
     fn wants(&self, name: &str) -> bool {
-        !(self.quick && name == "residual") && self.only.as_ref().is_none_or(|o| name.contains(o.as_str()))
+        !(self.quick && name == "residual")
+            && self.only.as_ref().is_none_or(|o| name.contains(o.as_str()))
     }
 }
 
@@ -83,14 +84,20 @@ fn timed(t: Timing, mut f: impl FnMut()) -> Measured {
     }
     let (mut times, start) = (Vec::new(), Instant::now());
     let mut last = MemoryStats::default();
-    while times.len() < t.min_iters.max(1) || (start.elapsed().as_secs_f64() < t.seconds && times.len() < 1000) {
+    while times.len() < t.min_iters.max(1)
+        || (start.elapsed().as_secs_f64() < t.seconds && times.len() < 1000)
+    {
         let begun = Instant::now();
         let ((), stats) = crate::HEAP.measure(&mut f);
         times.push(begun.elapsed().as_secs_f64());
         last = stats;
     }
     times.sort_by(f64::total_cmp);
-    Measured { seconds: times[times.len() / 2], allocations: last.allocations, allocated_bytes: last.allocated_bytes }
+    Measured {
+        seconds: times[times.len() / 2],
+        allocations: last.allocations,
+        allocated_bytes: last.allocated_bytes,
+    }
 }
 
 /// Floating-point operations of one training step of a network with
@@ -130,8 +137,16 @@ fn gemm_shapes(cpu: &Device, timing: Timing) -> Vec<(f64, f64)> {
     GEMM_SHAPES
         .iter()
         .map(|&(_, m, k, n, ta, tb)| {
-            let a = if ta { Tensor::<2>::random([k, m], normal, cpu).transpose() } else { Tensor::<2>::random([m, k], normal, cpu) };
-            let b = if tb { Tensor::<2>::random([n, k], normal, cpu).transpose() } else { Tensor::<2>::random([k, n], normal, cpu) };
+            let a = if ta {
+                Tensor::<2>::random([k, m], normal, cpu).transpose()
+            } else {
+                Tensor::<2>::random([m, k], normal, cpu)
+            };
+            let b = if tb {
+                Tensor::<2>::random([n, k], normal, cpu).transpose()
+            } else {
+                Tensor::<2>::random([k, n], normal, cpu)
+            };
             let rate = || matmul_gflops(&a, &b, timing);
             // A work measure of 0 below a threshold of 1: one thread.
             (ember_runtime::threads::serial_below(0, 1, rate), rate())
@@ -149,7 +164,12 @@ struct Row {
 
 /// Ember's side of the suite on `plain` (a device without autodiff):
 /// training steps run on `plain.autodiff()`, encoding on `plain`.
-fn workloads(model_dir: &Path, plain: &Device, timing: Timing, selection: &Selection) -> Result<Vec<Row>, String> {
+fn workloads(
+    model_dir: &Path,
+    plain: &Device,
+    timing: Timing,
+    selection: &Selection,
+) -> Result<Vec<Row>, String> {
     let mut rows = Vec::new();
     let device = plain.clone().autodiff();
     device.seed(0);
@@ -178,14 +198,18 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, selection: &Selec
                 name,
                 what: format!("MLP 16→{h}→{h}→1, batch {b}: training step"),
                 ember,
-                flops: Some(step_flops(weights, b))
+                flops: Some(step_flops(weights, b)),
             });
         }
     }
 
     if selection.wants("residual") {
         let (w, blocks, b) = (1024, 32, 256);
-        let mut model = Some(ResidualMlpConfig::new(w, w, 1, blocks).with_batch_norm(false).init(&device));
+        let mut model = Some(
+            ResidualMlpConfig::new(w, w, 1, blocks)
+                .with_batch_norm(false)
+                .init(&device),
+        );
         let mut optimizer = ember_runtime::optim::adamw(0.01).init();
         let x = Tensor::<2>::random([b, w], normal, &device);
         let y = Tensor::<2>::random([b, 1], normal, &device);
@@ -202,12 +226,15 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, selection: &Selec
             name: "residual".into(),
             what: format!("residual MLP, {blocks} blocks of width {w}, batch {b}: training step"),
             ember,
-            flops: Some(step_flops(w * w * (2 * blocks + 1) + w, b))
+            flops: Some(step_flops(w * w * (2 * blocks + 1) + w, b)),
         });
     }
 
     // The encoder is loaded only when an encode workload is selected.
-    let encodes: Vec<usize> = [1, 32].into_iter().filter(|n| selection.wants(&format!("encode_b{n}"))).collect();
+    let encodes: Vec<usize> = [1, 32]
+        .into_iter()
+        .filter(|n| selection.wants(&format!("encode_b{n}")))
+        .collect();
     if !encodes.is_empty() {
         let encoder = SentenceEncoder::from_dir(model_dir, plain).map_err(|e| e.to_string())?;
         for n in encodes {
@@ -222,20 +249,33 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, selection: &Selec
                 return Err(e);
             }
             eprintln!("encode b={n}: {:.2} ms", ember.seconds * 1e3);
-            rows.push(Row { name: format!("encode_b{n}"), what: format!("MiniLM encode, batch {n}"), ember, flops: None });
+            rows.push(Row {
+                name: format!("encode_b{n}"),
+                what: format!("MiniLM encode, batch {n}"),
+                ember,
+                flops: None,
+            });
         }
     }
 
     if selection.wants("lora_step") {
         let encoder = SentenceEncoder::from_dir(model_dir, &device).map_err(|e| e.to_string())?;
-        let lora = LoraConfig::new(8).with_alpha(16.0).with_target_modules(vec!["query".into(), "value".into()]);
+        let lora = LoraConfig::new(8)
+            .with_alpha(16.0)
+            .with_target_modules(vec!["query".into(), "value".into()]);
         let bert = encoder.model().clone().with_lora(&lora, &device);
-        let mut model = Some(ember_runtime::params::materialize(SentenceClassifier::new(bert, 8, &device)));
+        let mut model = Some(ember_runtime::params::materialize(SentenceClassifier::new(
+            bert, 8, &device,
+        )));
         let mut optimizer = ember_runtime::optim::adamw(0.01).init();
         let (b, tokens) = (16, 64);
-        let ids = Tensor::<2, Int>::random([b, tokens], Distribution::Uniform(1000.0, 29000.0), &device);
+        let ids =
+            Tensor::<2, Int>::random([b, tokens], Distribution::Uniform(1000.0, 29000.0), &device);
         let mask = Tensor::<2>::ones([b, tokens], &device);
-        let labels = Tensor::<1, Int>::from_data(TensorData::new((0..b as i64).map(|i| i % 8).collect::<Vec<_>>(), [b]), &device);
+        let labels = Tensor::<1, Int>::from_data(
+            TensorData::new((0..b as i64).map(|i| i % 8).collect::<Vec<_>>(), [b]),
+            &device,
+        );
         let batch = (ids, mask, labels);
         let ember = timed(timing, || {
             let m = model.take().expect(PUT_BACK);
@@ -246,9 +286,11 @@ fn workloads(model_dir: &Path, plain: &Device, timing: Timing, selection: &Selec
         eprintln!("lora step: {:.1} ms", ember.seconds * 1e3);
         rows.push(Row {
             name: "lora_step".into(),
-            what: format!("MiniLM + LoRA r=8 (query, value) + head, batch {b}, {tokens} tokens: training step"),
+            what: format!(
+                "MiniLM + LoRA r=8 (query, value) + head, batch {b}, {tokens} tokens: training step"
+            ),
             ember,
-            flops: None
+            flops: None,
         });
     }
     Ok(rows)
@@ -309,11 +351,23 @@ fn reachable_peak(torch_gflops: f64, flex_gflops: f64) -> (f64, &'static str) {
 /// ratio, no probe for a share of the peak).
 fn verdict(target: Target, speed_ratio: f64, peak_share: Option<f64>) -> (Option<bool>, String) {
     let (goal, value, met) = match target {
-        Target::Speedup(x) => (format!("≥ {x:.1}×"), format!("{speed_ratio:.2}×"), speed_ratio >= x),
-        Target::TimeShare(x) => (format!("time ≤ {x:.1}× PyTorch's"), format!("{:.2}×", 1.0 / speed_ratio), 1.0 / speed_ratio <= x),
+        Target::Speedup(x) => (
+            format!("≥ {x:.1}×"),
+            format!("{speed_ratio:.2}×"),
+            speed_ratio >= x,
+        ),
+        Target::TimeShare(x) => (
+            format!("time ≤ {x:.1}× PyTorch's"),
+            format!("{:.2}×", 1.0 / speed_ratio),
+            1.0 / speed_ratio <= x,
+        ),
         Target::PeakShare(x) => {
             let share = peak_share.unwrap_or(f64::NAN);
-            (format!("≥ {:.0} % of peak", 100.0 * x), format!("{:.1} %", 100.0 * share), share >= x)
+            (
+                format!("≥ {:.0} % of peak", 100.0 * x),
+                format!("{:.1} %", 100.0 * share),
+                share >= x,
+            )
         }
     };
     let known = match target {
@@ -323,7 +377,10 @@ fn verdict(target: Target, speed_ratio: f64, peak_share: Option<f64>) -> (Option
     if !known {
         return (None, format!("{goal}: no figure"));
     }
-    (Some(met), format!("{goal}: {} ({value})", if met { "met" } else { "missed" }))
+    (
+        Some(met),
+        format!("{goal}: {} ({value})", if met { "met" } else { "missed" }),
+    )
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -339,11 +396,19 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// Runs Ember's workloads, its GEMM probes and then the PyTorch script once.
-fn round(model_dir: &Path, timing: Timing, torch_script: &Path, selection: &Selection, threads: usize) -> Result<Round, String> {
+fn round(
+    model_dir: &Path,
+    timing: Timing,
+    torch_script: &Path,
+    selection: &Selection,
+    threads: usize,
+) -> Result<Round, String> {
     let cpu = Device::flex();
     let normal = Distribution::Normal(0.0, 1.0);
     let rows = workloads(model_dir, &cpu, timing, selection)?;
-    let shapes = selection.wants("gemm_shapes").then(|| gemm_shapes(&cpu, timing));
+    let shapes = selection
+        .wants("gemm_shapes")
+        .then(|| gemm_shapes(&cpu, timing));
     if let (true, None, Some(only)) = (rows.is_empty(), &shapes, &selection.only) {
         return Err(format!(
             "--only {only}: no workload's name contains it (mlp_h64_b32 … mlp_h1024_b512, residual, encode_b1, encode_b32, lora_step, gemm_shapes)"
@@ -360,28 +425,60 @@ fn round(model_dir: &Path, timing: Timing, torch_script: &Path, selection: &Sele
 
     let mut child = Command::new("python3")
         .arg(torch_script)
-        .args(["--model", &model_dir.display().to_string(), "--threads", &threads.to_string()])
-        .args(["--warmup", &timing.warmup.to_string(), "--min-iters", &timing.min_iters.to_string()])
+        .args([
+            "--model",
+            &model_dir.display().to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
+        .args([
+            "--warmup",
+            &timing.warmup.to_string(),
+            "--min-iters",
+            &timing.min_iters.to_string(),
+        ])
         .args(["--seconds", &timing.seconds.to_string()])
-        .args(if selection.quick { &["--quick"][..] } else { &[][..] })
+        .args(if selection.quick {
+            &["--quick"][..]
+        } else {
+            &[][..]
+        })
         .args(selection.only.iter().flat_map(|o| ["--only", o.as_str()]))
-        .args(if shapes.is_some() { &["--gemm-shapes"][..] } else { &[][..] })
+        .args(if shapes.is_some() {
+            &["--gemm-shapes"][..]
+        } else {
+            &[][..]
+        })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("python3 {}: {e}", torch_script.display()))?;
-    child.stdin.take().ok_or("no stdin")?.write_all(SENTENCES.join("\n").as_bytes()).map_err(|e| e.to_string())?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(SENTENCES.join("\n").as_bytes())
+        .map_err(|e| e.to_string())?;
     let out = child.wait_with_output().map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!(
             "{} failed (torch, transformers, peft and sentence-transformers from tools/reference/requirements.txt are needed): {}",
             torch_script.display(),
-            String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
         ));
     }
-    let torch: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| format!("torch side output: {e}"))?;
-    Ok(Round { rows, shapes, flex_gflops, torch })
+    let torch: serde_json::Value =
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("torch side output: {e}"))?;
+    Ok(Round {
+        rows,
+        shapes,
+        flex_gflops,
+        torch,
+    })
 }
 
 /// Runs the suite `rounds` times, Ember's side and PyTorch's alternating;
@@ -394,7 +491,9 @@ pub fn speed(
     json: Option<&PathBuf>,
     selection: &Selection,
 ) -> Result<String, String> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let rounds = rounds.max(1);
     let mut done: Vec<Round> = Vec::with_capacity(rounds);
     for r in 0..rounds {
@@ -404,7 +503,11 @@ pub fn speed(
         done.push(round(model_dir, timing, torch_script, selection, threads)?);
     }
     let last = done.last().expect("at least one round");
-    let torch_gflops = median(done.iter().map(|r| r.torch["gemm_gflops"].as_f64().unwrap_or(f64::NAN)).collect());
+    let torch_gflops = median(
+        done.iter()
+            .map(|r| r.torch["gemm_gflops"].as_f64().unwrap_or(f64::NAN))
+            .collect(),
+    );
     let flex_gflops = median(done.iter().map(|r| r.flex_gflops).collect());
     let (peak, peak_from) = reachable_peak(torch_gflops, flex_gflops);
 
@@ -430,21 +533,50 @@ pub fn speed(
     let mut json_rows = Vec::new();
     for (i, r) in last.rows.iter().enumerate() {
         let ember_s: Vec<f64> = done.iter().map(|d| d.rows[i].ember.seconds).collect();
-        let torch_s: Vec<f64> = done.iter().map(|d| d.torch["seconds"][&r.name].as_f64().unwrap_or(f64::NAN)).collect();
+        let torch_s: Vec<f64> = done
+            .iter()
+            .map(|d| d.torch["seconds"][&r.name].as_f64().unwrap_or(f64::NAN))
+            .collect();
         let ratios: Vec<f64> = ember_s.iter().zip(&torch_s).map(|(e, t)| t / e).collect();
-        let (e, t, ratio) = (median(ember_s.clone()), median(torch_s.clone()), median(ratios.clone()));
-        let (lo, hi) = ratios.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        let (e, t, ratio) = (
+            median(ember_s.clone()),
+            median(torch_s.clone()),
+            median(ratios.clone()),
+        );
+        let (lo, hi) = ratios
+            .iter()
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+                (lo.min(x), hi.max(x))
+            });
         let rate = r.flops.map(|f| f / e / 1e9);
-        let verdicts: Vec<(Option<bool>, String)> = targets(&r.name).iter().map(|&x| verdict(x, ratio, rate.map(|g| g / peak))).collect();
-        let target_text = if verdicts.is_empty() { "—".to_string() } else { verdicts.iter().map(|(_, t)| t.as_str()).collect::<Vec<_>>().join("; ") };
+        let verdicts: Vec<(Option<bool>, String)> = targets(&r.name)
+            .iter()
+            .map(|&x| verdict(x, ratio, rate.map(|g| g / peak)))
+            .collect();
+        let target_text = if verdicts.is_empty() {
+            "—".to_string()
+        } else {
+            verdicts
+                .iter()
+                .map(|(_, t)| t.as_str())
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
         table.push_str(&format!(
             "| {} | {:.3} | {:.3} | {:.2}×{} | {} | {} ({:.1}) | {target_text} |\n",
             r.what,
             e * 1e3,
             t * 1e3,
             ratio,
-            if rounds > 1 { format!(" ({lo:.2}–{hi:.2})") } else { String::new() },
-            rate.map_or("—".into(), |g| format!("{g:.1} ({:.0} %)", 100.0 * g / peak)),
+            if rounds > 1 {
+                format!(" ({lo:.2}–{hi:.2})")
+            } else {
+                String::new()
+            },
+            rate.map_or("—".into(), |g| format!(
+                "{g:.1} ({:.0} %)",
+                100.0 * g / peak
+            )),
             r.ember.allocations,
             r.ember.allocated_bytes as f64 / 1048576.0,
         ));
@@ -468,9 +600,21 @@ pub fn speed(
             let of = |f: &dyn Fn(&Round) -> f64| median(done.iter().map(f).collect());
             let flex1 = of(&|d| d.shapes.as_ref().map_or(f64::NAN, |s| s[i].0));
             let flex_n = of(&|d| d.shapes.as_ref().map_or(f64::NAN, |s| s[i].1));
-            let torch1 = of(&|d| d.torch["gemm_shapes"][name]["1"].as_f64().unwrap_or(f64::NAN));
-            let torch_n = of(&|d| d.torch["gemm_shapes"][name][threads.to_string()].as_f64().unwrap_or(f64::NAN));
-            let op = format!("{}·{}", if ta { "Aᵀ" } else { "A" }, if tb { "Bᵀ" } else { "B" });
+            let torch1 = of(&|d| {
+                d.torch["gemm_shapes"][name]["1"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+            });
+            let torch_n = of(&|d| {
+                d.torch["gemm_shapes"][name][threads.to_string()]
+                    .as_f64()
+                    .unwrap_or(f64::NAN)
+            });
+            let op = format!(
+                "{}·{}",
+                if ta { "Aᵀ" } else { "A" },
+                if tb { "Bᵀ" } else { "B" }
+            );
             table.push_str(&format!(
                 "| {name} ({op}) | {m}×{k}×{n} | {flex1:.1} | {torch1:.1} | {flex_n:.1} | {torch_n:.1} | {:.0} % |\n",
                 100.0 * flex_n / torch_n
@@ -489,7 +633,11 @@ pub fn speed(
             "peak_gemm_gflops": peak, "rows": json_rows,
             "gemm_shapes": json_shapes,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(table)
 }
@@ -504,7 +652,22 @@ fn cpu_flags() -> String {
     let flags = cpuinfo_field("flags");
     flags
         .split_whitespace()
-        .filter(|f| ["avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_bf16", "avx512fp16", "amx_bf16", "neon", "asimd"].contains(f))
+        .filter(|f| {
+            [
+                "avx",
+                "avx2",
+                "fma",
+                "f16c",
+                "avx512f",
+                "avx512bw",
+                "avx512_bf16",
+                "avx512fp16",
+                "amx_bf16",
+                "neon",
+                "asimd",
+            ]
+            .contains(f)
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -512,20 +675,33 @@ fn cpu_flags() -> String {
 fn cpuinfo_field(name: &str) -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
         .unwrap_or_default()
 }
 
 /// `ember bench device`: the same Ember workloads on the CPU backend and on
 /// `backend`, in one run; ratio = CPU time / device time.
-pub fn devices(model_dir: &Path, backend: ember_runtime::device::Backend, timing: Timing, selection: &Selection, json: Option<&PathBuf>) -> Result<String, String> {
+pub fn devices(
+    model_dir: &Path,
+    backend: ember_runtime::device::Backend,
+    timing: Timing,
+    selection: &Selection,
+    json: Option<&PathBuf>,
+) -> Result<String, String> {
     let gpu = ember_runtime::device::init(backend).map_err(|e| e.to_string())?;
     let adapter = ember_runtime::device::description(backend).unwrap_or_else(|| format!("{gpu:?}"));
     eprintln!("on {backend} ({adapter}):");
     let on_device = workloads(model_dir, &gpu, timing, selection)?;
     eprintln!("on the CPU backend:");
     let on_cpu = workloads(model_dir, &Device::flex(), timing, selection)?;
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let mut table = format!(
         "device: {backend} ({adapter}) against the CPU backend ({threads} threads, {}); median per call;\n\
          ratio = CPU time / {backend} time (above 1: the device is faster)\n\n\
@@ -535,14 +711,24 @@ pub fn devices(model_dir: &Path, backend: ember_runtime::device::Backend, timing
     let mut json_rows = Vec::new();
     for (d, c) in on_device.iter().zip(&on_cpu) {
         let (td, tc) = (d.ember.seconds, c.ember.seconds);
-        table.push_str(&format!("| {} | {:.3} | {:.3} | {:.2}× |\n", d.what, tc * 1e3, td * 1e3, tc / td));
+        table.push_str(&format!(
+            "| {} | {:.3} | {:.3} | {:.2}× |\n",
+            d.what,
+            tc * 1e3,
+            td * 1e3,
+            tc / td
+        ));
         json_rows.push(serde_json::json!({"workload": d.name, "what": d.what, "cpu_seconds": tc, "device_seconds": td, "ratio": tc / td}));
     }
     if let Some(path) = json {
         let doc = serde_json::json!({
             "workload": "device", "backend": backend.name(), "device": adapter, "threads": threads, "cpu": cpu_model(), "rows": json_rows,
         });
-        std::fs::write(path, serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::write(
+            path,
+            serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(table)
 }
@@ -553,20 +739,53 @@ mod tests {
 
     #[test]
     fn targets_say_whether_they_are_met_and_by_how_much() {
-        assert_eq!(verdict(Target::Speedup(1.5), 3.49, None), (Some(true), "≥ 1.5×: met (3.49×)".into()));
-        assert_eq!(verdict(Target::Speedup(1.0), 0.88, Some(0.61)), (Some(false), "≥ 1.0×: missed (0.88×)".into()));
+        assert_eq!(
+            verdict(Target::Speedup(1.5), 3.49, None),
+            (Some(true), "≥ 1.5×: met (3.49×)".into())
+        );
+        assert_eq!(
+            verdict(Target::Speedup(1.0), 0.88, Some(0.61)),
+            (Some(false), "≥ 1.0×: missed (0.88×)".into())
+        );
         // A speed ratio of 1.25 is Ember in 0.80× PyTorch's time.
-        assert_eq!(verdict(Target::TimeShare(0.8), 1.25, None), (Some(true), "time ≤ 0.8× PyTorch's: met (0.80×)".into()));
-        assert_eq!(verdict(Target::TimeShare(1.0), 0.79, None), (Some(false), "time ≤ 1.0× PyTorch's: missed (1.27×)".into()));
-        assert_eq!(verdict(Target::PeakShare(0.7), 1.05, Some(0.56)), (Some(false), "≥ 70 % of peak: missed (56.0 %)".into()));
-        assert_eq!(verdict(Target::PeakShare(0.7), f64::NAN, Some(0.71)), (Some(true), "≥ 70 % of peak: met (71.0 %)".into()));
+        assert_eq!(
+            verdict(Target::TimeShare(0.8), 1.25, None),
+            (Some(true), "time ≤ 0.8× PyTorch's: met (0.80×)".into())
+        );
+        assert_eq!(
+            verdict(Target::TimeShare(1.0), 0.79, None),
+            (Some(false), "time ≤ 1.0× PyTorch's: missed (1.27×)".into())
+        );
+        assert_eq!(
+            verdict(Target::PeakShare(0.7), 1.05, Some(0.56)),
+            (Some(false), "≥ 70 % of peak: missed (56.0 %)".into())
+        );
+        assert_eq!(
+            verdict(Target::PeakShare(0.7), f64::NAN, Some(0.71)),
+            (Some(true), "≥ 70 % of peak: met (71.0 %)".into())
+        );
         // Just below the target reads as below it, not as "70 %".
-        assert_eq!(verdict(Target::PeakShare(0.7), 2.68, Some(0.697)), (Some(false), "≥ 70 % of peak: missed (69.7 %)".into()));
+        assert_eq!(
+            verdict(Target::PeakShare(0.7), 2.68, Some(0.697)),
+            (Some(false), "≥ 70 % of peak: missed (69.7 %)".into())
+        );
         // Without PyTorch's side there is no ratio; without a probe, no share.
         assert_eq!(verdict(Target::Speedup(1.5), f64::NAN, None).0, None);
-        assert_eq!(verdict(Target::PeakShare(0.7), f64::NAN, Some(f64::NAN)).0, None);
+        assert_eq!(
+            verdict(Target::PeakShare(0.7), f64::NAN, Some(f64::NAN)).0,
+            None
+        );
         // Every workload with a target is one the bench runs.
-        for w in ["mlp_h64_b32", "mlp_h64_b512", "mlp_h1024_b32", "mlp_h1024_b512", "residual", "encode_b1", "encode_b32", "lora_step"] {
+        for w in [
+            "mlp_h64_b32",
+            "mlp_h64_b512",
+            "mlp_h1024_b32",
+            "mlp_h1024_b512",
+            "residual",
+            "encode_b1",
+            "encode_b32",
+            "lora_step",
+        ] {
             assert!(!targets(w).is_empty(), "{w}");
         }
         assert!(targets("mlp_h256_b32").is_empty());

@@ -11,8 +11,8 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use cortex_m::peripheral::scb::FpuAccessMode;
 use cortex_m::peripheral::SCB;
+use cortex_m::peripheral::scb::FpuAccessMode;
 use cortex_m_rt::{ExceptionFrame, exception};
 use cortex_m_semihosting::{debug, hprintln};
 use embedded_alloc::LlffHeap;

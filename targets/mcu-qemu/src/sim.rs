@@ -3,7 +3,9 @@
 //! delay.
 
 use embedded_hal::delay::DelayNs;
-use embedded_hal::i2c::{ErrorKind, ErrorType, I2c, NoAcknowledgeSource, Operation, SevenBitAddress};
+use embedded_hal::i2c::{
+    ErrorKind, ErrorType, I2c, NoAcknowledgeSource, Operation, SevenBitAddress,
+};
 
 /// The simulated device's address.
 pub const ADDRESS: SevenBitAddress = 0x48;
@@ -22,7 +24,11 @@ pub struct SimSensorBus {
 impl SimSensorBus {
     /// Starts the signal at time `t` with the noise generator seeded by `seed` (non-zero).
     pub fn new(t: u32, seed: u32) -> Self {
-        Self { t, noise: seed, register: 0xFF }
+        Self {
+            t,
+            noise: seed,
+            register: 0xFF,
+        }
     }
 
     fn next_sample(&mut self) -> i16 {
@@ -42,14 +48,20 @@ impl ErrorType for SimSensorBus {
 }
 
 impl I2c for SimSensorBus {
-    fn transaction(&mut self, address: SevenBitAddress, operations: &mut [Operation<'_>]) -> Result<(), Self::Error> {
+    fn transaction(
+        &mut self,
+        address: SevenBitAddress,
+        operations: &mut [Operation<'_>],
+    ) -> Result<(), Self::Error> {
         if address != ADDRESS {
             return Err(ErrorKind::NoAcknowledge(NoAcknowledgeSource::Address));
         }
         for op in operations {
             match op {
                 Operation::Write([register]) => self.register = *register,
-                Operation::Write(_) => return Err(ErrorKind::NoAcknowledge(NoAcknowledgeSource::Data)),
+                Operation::Write(_) => {
+                    return Err(ErrorKind::NoAcknowledge(NoAcknowledgeSource::Data));
+                }
                 Operation::Read(buf) if self.register == REGISTER && buf.len() == 2 => {
                     buf.copy_from_slice(&self.next_sample().to_be_bytes());
                 }

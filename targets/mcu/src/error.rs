@@ -39,8 +39,12 @@ impl fmt::Display for Error {
                  (reduce the window, the hidden size or the batch, use SGD instead of Adam, or raise the budget)"
             ),
             Error::InvalidConfig(what) => write!(f, "invalid learner configuration: {what}"),
-            Error::Weights { tensor, reason } if tensor.is_empty() => write!(f, "invalid weights: {reason}"),
-            Error::Weights { tensor, reason } => write!(f, "invalid weights: tensor `{tensor}`: {reason}"),
+            Error::Weights { tensor: "", reason } => {
+                write!(f, "invalid weights: {reason}")
+            }
+            Error::Weights { tensor, reason } => {
+                write!(f, "invalid weights: tensor `{tensor}`: {reason}")
+            }
             Error::Storage(e) => write!(f, "storage: {e}"),
         }
     }

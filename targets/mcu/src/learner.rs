@@ -65,7 +65,15 @@ impl LearnerConfig {
     /// A model reading `window` samples through `hidden` units, with the
     /// defaults: Adam, learning rate 0.01, batch 1, 64 KiB of heap, seed 0.
     pub fn new(window: usize, hidden: usize) -> Self {
-        Self { window, hidden, optimizer: Optimizer::Adam, lr: 0.01, batch: 1, heap_budget: 64 * 1024, seed: 0 }
+        Self {
+            window,
+            hidden,
+            optimizer: Optimizer::Adam,
+            lr: 0.01,
+            batch: 1,
+            heap_budget: 64 * 1024,
+            seed: 0,
+        }
     }
 
     /// Sets the update rule.
@@ -127,13 +135,25 @@ impl LearnerConfig {
         let persistence = 2 * p + SAFETENSORS_HEADER;
         // Burn's global state, autodiff graph nodes, tensor handles,
         // parameter ids, the optimizer's per-parameter map, the window.
-        let gpu = ember_runtime::device::Backend::ALL.iter().any(|b| *b != ember_runtime::device::Backend::Cpu && b.is_compiled());
-        let overhead = OVERHEAD_FIXED + if gpu { OVERHEAD_GPU_HANDLES } else { 0 } + self.window * F32;
+        let gpu = ember_runtime::device::Backend::ALL
+            .iter()
+            .any(|b| *b != ember_runtime::device::Backend::Cpu && b.is_compiled());
+        let overhead =
+            OVERHEAD_FIXED + if gpu { OVERHEAD_GPU_HANDLES } else { 0 } + self.window * F32;
         // The phases do not overlap: the forward/backward pass, the update,
         // saving. Parameters and optimizer state live throughout.
         let phase = (p + activations).max(p + update).max(persistence);
         let total = overhead + (p + optimizer + phase) * MARGIN_NUM / MARGIN_DEN;
-        HeapEstimate { parameters: p, gradients: p, optimizer, update, activations, persistence, overhead, total }
+        HeapEstimate {
+            parameters: p,
+            gradients: p,
+            optimizer,
+            update,
+            activations,
+            persistence,
+            overhead,
+            total,
+        }
     }
 }
 
@@ -203,7 +223,11 @@ fn dense(layer: &Linear, x: Tensor<2>) -> Tensor<2> {
     let [batch, d_in] = x.dims();
     let weight = layer.weight.val(); // [in, out]
     let d_out = weight.dims()[1];
-    let y = x.reshape([batch, d_in, 1]).mul(weight.unsqueeze::<3>()).sum_dim(1).reshape([batch, d_out]);
+    let y = x
+        .reshape([batch, d_in, 1])
+        .mul(weight.unsqueeze::<3>())
+        .sum_dim(1)
+        .reshape([batch, d_out]);
     match &layer.bias {
         Some(bias) => y.add(bias.val().unsqueeze::<2>()),
         None => y,
@@ -296,7 +320,13 @@ fn make_optimizer(config: &LearnerConfig) -> ModuleOptimizer {
 
 /// A Burn `Linear` (weight `[in, out]`) from PyTorch-layout data (weight
 /// `[out, in]`, row-major).
-fn linear(weight_out_in: &[f32], bias: &[f32], d_in: usize, d_out: usize, device: &Device) -> Linear {
+fn linear(
+    weight_out_in: &[f32],
+    bias: &[f32],
+    d_in: usize,
+    d_out: usize,
+    device: &Device,
+) -> Linear {
     let mut w = vec![0.0f32; d_in * d_out];
     for o in 0..d_out {
         for i in 0..d_in {
@@ -305,7 +335,10 @@ fn linear(weight_out_in: &[f32], bias: &[f32], d_in: usize, d_out: usize, device
     }
     Linear {
         weight: Param::from_tensor(Tensor::from_data(TensorData::new(w, [d_in, d_out]), device)),
-        bias: Some(Param::from_tensor(Tensor::from_data(TensorData::new(bias.to_vec(), [d_out]), device))),
+        bias: Some(Param::from_tensor(Tensor::from_data(
+            TensorData::new(bias.to_vec(), [d_out]),
+            device,
+        ))),
     }
 }
 
@@ -321,7 +354,12 @@ fn linear_data(layer: &Linear) -> (Vec<f32>, Vec<f32>) {
         }
     }
     let bias = match &layer.bias {
-        Some(b) => b.val().into_data().as_slice::<f32>().expect("f32 bias").to_vec(),
+        Some(b) => b
+            .val()
+            .into_data()
+            .as_slice::<f32>()
+            .expect("f32 bias")
+            .to_vec(),
         None => vec![0.0; d_out],
     };
     (out, bias)
@@ -354,7 +392,10 @@ impl Learner {
         }
         let needed = config.heap_estimate().total;
         if needed > config.heap_budget {
-            return Err(Error::HeapBudget { needed, budget: config.heap_budget });
+            return Err(Error::HeapBudget {
+                needed,
+                budget: config.heap_budget,
+            });
         }
 
         let plain = Device::flex();
@@ -367,7 +408,10 @@ impl Learner {
         let b0: Vec<f32> = (0..h).map(|_| rng.uniform(k0)).collect();
         let w2: Vec<f32> = (0..h).map(|_| rng.uniform(k2)).collect();
         let b2: Vec<f32> = vec![rng.uniform(k2)];
-        let net = Net { l0: linear(&w0, &b0, w, h, &device), l2: linear(&w2, &b2, h, 1, &device) };
+        let net = Net {
+            l0: linear(&w0, &b0, w, h, &device),
+            l2: linear(&w2, &b2, h, 1, &device),
+        };
         Ok(Self {
             optim: make_optimizer(&config),
             config,
@@ -393,20 +437,27 @@ impl Learner {
     }
 
     fn net(&self) -> &Net {
-        self.net.as_ref().expect("the model is only taken out during a step")
+        self.net
+            .as_ref()
+            .expect("the model is only taken out during a step")
     }
 
     /// The model's prediction of the sample that follows `window` (oldest
     /// first, exactly [`LearnerConfig::window`] samples). Learns nothing.
     pub fn predict_from(&self, window: &[f32]) -> Result<f32, Error> {
         if window.len() != self.config.window {
-            return Err(Error::InvalidConfig("the window passed to predict_from has the wrong length"));
+            return Err(Error::InvalidConfig(
+                "the window passed to predict_from has the wrong length",
+            ));
         }
         // Without autodiff: Burn's autodiff keeps the graph of a forward pass
         // that is never differentiated until the next backward pass (about
         // 10 KB per prediction here), so predictions use the plain model.
         let net = self.net().valid();
-        let x = Tensor::<2>::from_data(TensorData::new(window.to_vec(), [1, self.config.window]), &self.plain);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(window.to_vec(), [1, self.config.window]),
+            &self.plain,
+        );
         let y = net.forward(x).into_data();
         Ok(y.as_slice::<f32>().expect("f32 output")[0])
     }
@@ -414,7 +465,8 @@ impl Learner {
     /// The prediction of the next sample from the last `window` observed
     /// ones; `None` until that many have been observed.
     pub fn predict(&self) -> Option<f32> {
-        (self.filled == self.config.window).then(|| self.predict_from(&self.window).expect("window length"))
+        (self.filled == self.config.window)
+            .then(|| self.predict_from(&self.window).expect("window length"))
     }
 
     /// Feeds one sample: returns the prediction that was made for it from the
@@ -442,7 +494,10 @@ impl Learner {
     /// One optimizer step on the pending mini-batch (mean squared error).
     fn step(&mut self) {
         let n = self.targets.len();
-        let x = Tensor::<2>::from_data(TensorData::new(self.inputs.clone(), [n, self.config.window]), &self.device);
+        let x = Tensor::<2>::from_data(
+            TensorData::new(self.inputs.clone(), [n, self.config.window]),
+            &self.device,
+        );
         let y = Tensor::<2>::from_data(TensorData::new(self.targets.clone(), [n, 1]), &self.device);
         self.inputs.clear();
         self.targets.clear();
@@ -464,7 +519,10 @@ impl Learner {
         }
         let mut sum = 0.0f64;
         for i in w..samples.len() {
-            let e = self.predict_from(&samples[i - w..i]).expect("window length") - samples[i];
+            let e = self
+                .predict_from(&samples[i - w..i])
+                .expect("window length")
+                - samples[i];
             sum += f64::from(e) * f64::from(e);
         }
         Some((sum / (samples.len() - w) as f64) as f32)
@@ -523,8 +581,15 @@ impl Learner {
         let (w, h) = (self.config.window, self.config.hidden);
         let (w0, b0) = linear_data(&self.net().l0);
         let (w2, b2) = linear_data(&self.net().l2);
-        let (w0, b0, w2, b2) = (f32_bytes(&w0), f32_bytes(&b0), f32_bytes(&w2), f32_bytes(&b2));
-        let view = |shape: Vec<usize>, data| TensorView::new(Dtype::F32, shape, data).expect("consistent shape");
+        let (w0, b0, w2, b2) = (
+            f32_bytes(&w0),
+            f32_bytes(&b0),
+            f32_bytes(&w2),
+            f32_bytes(&b2),
+        );
+        let view = |shape: Vec<usize>, data| {
+            TensorView::new(Dtype::F32, shape, data).expect("consistent shape")
+        };
         let tensors = [
             ("0.weight", view(vec![h, w], &w0)),
             ("0.bias", view(vec![h], &b0)),
@@ -541,20 +606,37 @@ impl Learner {
     /// are reset; the sample window is kept.
     pub fn load_safetensors(&mut self, bytes: &[u8]) -> Result<(), Error> {
         let (w, h) = (self.config.window, self.config.hidden);
-        let file = safetensors::SafeTensors::deserialize(bytes)
-            .map_err(|_| Error::Weights { tensor: "", reason: "not a valid safetensors file" })?;
+        let file = safetensors::SafeTensors::deserialize(bytes).map_err(|_| Error::Weights {
+            tensor: "",
+            reason: "not a valid safetensors file",
+        })?;
         let get = |name: &'static str, shape: &[usize]| -> Result<Vec<f32>, Error> {
-            let t = file.tensor(name).map_err(|_| Error::Weights { tensor: name, reason: "missing" })?;
+            let t = file.tensor(name).map_err(|_| Error::Weights {
+                tensor: name,
+                reason: "missing",
+            })?;
             if t.dtype() != Dtype::F32 {
-                return Err(Error::Weights { tensor: name, reason: "not f32" });
+                return Err(Error::Weights {
+                    tensor: name,
+                    reason: "not f32",
+                });
             }
             if t.shape() != shape {
-                return Err(Error::Weights { tensor: name, reason: "shape differs from the configuration" });
+                return Err(Error::Weights {
+                    tensor: name,
+                    reason: "shape differs from the configuration",
+                });
             }
-            let values: Vec<f32> =
-                t.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let values: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
             if values.iter().any(|v| !v.is_finite()) {
-                return Err(Error::Weights { tensor: name, reason: "non-finite values" });
+                return Err(Error::Weights {
+                    tensor: name,
+                    reason: "non-finite values",
+                });
             }
             Ok(values)
         };
@@ -567,7 +649,10 @@ impl Learner {
         self.optim = make_optimizer(&self.config);
         self.inputs.clear();
         self.targets.clear();
-        self.net = Some(Net { l0: linear(&w0, &b0, w, h, &self.device), l2: linear(&w2, &b2, h, 1, &self.device) });
+        self.net = Some(Net {
+            l0: linear(&w0, &b0, w, h, &self.device),
+            l2: linear(&w2, &b2, h, 1, &self.device),
+        });
         Ok(())
     }
 

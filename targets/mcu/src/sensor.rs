@@ -46,13 +46,19 @@ impl<I2C: I2c> I2cSensor<I2C> {
     /// A sensor at 7-bit `address` whose measurement is the `i16` in
     /// `register` (MSB first), reported as `raw × scale`.
     pub fn new(bus: I2C, address: SevenBitAddress, register: u8, scale: f32) -> Self {
-        Self { bus, address, register, scale }
+        Self {
+            bus,
+            address,
+            register,
+            scale,
+        }
     }
 
     /// Reads the raw register value.
     pub fn read_raw(&mut self) -> Result<i16, I2C::Error> {
         let mut buf = [0u8; 2];
-        self.bus.write_read(self.address, &[self.register], &mut buf)?;
+        self.bus
+            .write_read(self.address, &[self.register], &mut buf)?;
         Ok(i16::from_be_bytes(buf))
     }
 

@@ -36,7 +36,10 @@ impl fmt::Display for StorageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StorageError::Full { needed, capacity } => {
-                write!(f, "{needed} bytes do not fit in a storage of {capacity} bytes")
+                write!(
+                    f,
+                    "{needed} bytes do not fit in a storage of {capacity} bytes"
+                )
             }
             StorageError::Empty => f.write_str("nothing stored"),
             StorageError::Device => f.write_str("device error"),
@@ -66,7 +69,10 @@ pub struct RamStorage {
 impl RamStorage {
     /// An empty store of `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
-        Self { data: None, capacity }
+        Self {
+            data: None,
+            capacity,
+        }
     }
 
     /// Bytes currently stored.
@@ -83,7 +89,10 @@ impl RamStorage {
 impl Storage for RamStorage {
     fn write(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
         if bytes.len() > self.capacity {
-            return Err(StorageError::Full { needed: bytes.len(), capacity: self.capacity });
+            return Err(StorageError::Full {
+                needed: bytes.len(),
+                capacity: self.capacity,
+            });
         }
         let buf = self.data.get_or_insert_with(Vec::new);
         buf.clear();

@@ -20,10 +20,10 @@
 use std::alloc::System;
 use std::process::ExitCode;
 
-use ember_mcu::{Error, I2cSensor, Learner, LearnerConfig, Optimizer, RamStorage};
-use ember_runtime::memory::Counting;
 use embedded_hal_mock::eh1::delay::NoopDelay;
 use embedded_hal_mock::eh1::i2c::{Mock, Transaction};
+use ember_mcu::{Error, I2cSensor, Learner, LearnerConfig, Optimizer, RamStorage};
+use ember_runtime::memory::Counting;
 
 #[global_allocator]
 static HEAP: Counting<System> = Counting::new(System);
@@ -82,7 +82,9 @@ fn signal(n: usize) -> Vec<i16> {
 
 fn predictions(learner: &Learner, samples: &[f32]) -> Vec<f32> {
     let w = learner.config().window;
-    (w..samples.len()).map(|i| learner.predict_from(&samples[i - w..i]).unwrap()).collect()
+    (w..samples.len())
+        .map(|i| learner.predict_from(&samples[i - w..i]).unwrap())
+        .collect()
 }
 
 fn main() -> ExitCode {
@@ -97,7 +99,10 @@ fn main() -> ExitCode {
         Mock::new(&reads)
     };
     let mut sensor = I2cSensor::new(bus, ADDRESS, REGISTER, SCALE);
-    let config = LearnerConfig::new(8, 8).with_optimizer(Optimizer::Adam).with_lr(0.01).with_heap_budget(BUDGET);
+    let config = LearnerConfig::new(8, 8)
+        .with_optimizer(Optimizer::Adam)
+        .with_lr(0.01)
+        .with_heap_budget(BUDGET);
     let mut flash = RamStorage::new(4096);
 
     // Everything from here on counts: the learner may use BUDGET bytes more
@@ -115,7 +120,9 @@ fn main() -> ExitCode {
         }
     };
     let before = learner.evaluate(&held_out).unwrap();
-    let run = learner.run(&mut sensor, &mut NoopDelay::new(), TRAIN, 10_000_000).unwrap();
+    let run = learner
+        .run(&mut sensor, &mut NoopDelay::new(), TRAIN, 10_000_000)
+        .unwrap();
     let after = learner.evaluate(&held_out).unwrap();
     learner.save(&mut flash).unwrap();
     let stats = HEAP.stats();
@@ -130,17 +137,35 @@ fn main() -> ExitCode {
         run.samples,
         run.updates
     );
-    println!("held-out MSE (one step ahead, {HELD_OUT} samples): before {before:.5}, after {after:.5} ({:.1}x lower)", before / after);
-    println!("online MSE over the {} predicted training samples: {:.5}", run.predicted, run.mse);
+    println!(
+        "held-out MSE (one step ahead, {HELD_OUT} samples): before {before:.5}, after {after:.5} ({:.1}x lower)",
+        before / after
+    );
+    println!(
+        "online MSE over the {} predicted training samples: {:.5}",
+        run.predicted, run.mse
+    );
     println!(
         "peak heap above the {base} bytes live before the learner: {peak} bytes (budget {BUDGET}, estimate {}, {} allocations, {} refused)",
         estimate.total, stats.allocations, stats.refused
     );
     println!("estimate by part: {estimate:?}");
-    checks.check(&format!("held-out error falls at least {CONVERGENCE_FACTOR}x"), after * CONVERGENCE_FACTOR <= before);
-    checks.check("every sample was read and learnt from", run.samples == TRAIN && run.updates == TRAIN - config.window);
-    checks.check("peak heap within 64 KiB", peak <= BUDGET && stats.refused == 0);
-    checks.check("peak heap within the learner's estimate", peak <= estimate.total);
+    checks.check(
+        &format!("held-out error falls at least {CONVERGENCE_FACTOR}x"),
+        after * CONVERGENCE_FACTOR <= before,
+    );
+    checks.check(
+        "every sample was read and learnt from",
+        run.samples == TRAIN && run.updates == TRAIN - config.window,
+    );
+    checks.check(
+        "peak heap within 64 KiB",
+        peak <= BUDGET && stats.refused == 0,
+    );
+    checks.check(
+        "peak heap within the learner's estimate",
+        peak <= estimate.total,
+    );
     sensor.release().done();
     checks.check("the I2C bus saw exactly the expected register reads", true);
 
@@ -156,7 +181,9 @@ fn main() -> ExitCode {
     checks.check("fresh weights predict differently", fresh != expected);
     checks.check(
         "restored weights give bit-identical predictions",
-        got.iter().map(|v| v.to_bits()).eq(expected.iter().map(|v| v.to_bits())),
+        got.iter()
+            .map(|v| v.to_bits())
+            .eq(expected.iter().map(|v| v.to_bits())),
     );
     drop(restored);
 
@@ -180,7 +207,10 @@ fn main() -> ExitCode {
         after_large.refused == 0 && after_large.peak_bytes == live,
     );
     let message = result.unwrap_err().to_string();
-    checks.check("the error message states both numbers", message.contains("bytes of heap") && message.contains(&BUDGET.to_string()));
+    checks.check(
+        "the error message states both numbers",
+        message.contains("bytes of heap") && message.contains(&BUDGET.to_string()),
+    );
 
     // Calibration: the estimate bounds the measured peak for other shapes,
     // optimizers and batch sizes.
@@ -189,7 +219,9 @@ fn main() -> ExitCode {
         LearnerConfig::new(4, 4).with_optimizer(Optimizer::Sgd),
         LearnerConfig::new(16, 16),
         LearnerConfig::new(32, 32).with_batch(8),
-        LearnerConfig::new(32, 64).with_optimizer(Optimizer::Sgd).with_batch(4),
+        LearnerConfig::new(32, 64)
+            .with_optimizer(Optimizer::Sgd)
+            .with_batch(4),
         LearnerConfig::new(64, 64),
     ];
     for c in sizes {
@@ -215,9 +247,19 @@ fn main() -> ExitCode {
             e,
             e as f64 / s.peak_bytes as f64
         );
-        checks.check(&format!("estimate bounds the peak for window {} hidden {} batch {}", c.window, c.hidden, c.batch), s.peak_bytes <= e);
+        checks.check(
+            &format!(
+                "estimate bounds the peak for window {} hidden {} batch {}",
+                c.window, c.hidden, c.batch
+            ),
+            s.peak_bytes <= e,
+        );
     }
 
     println!("{} passed, {} failed", checks.passed, checks.failed);
-    if checks.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if checks.failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
