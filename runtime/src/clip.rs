@@ -39,7 +39,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
 use crate::Error;
-use crate::params::{parameters, scale_grads};
+pub use crate::params::tensor_is_finite;
+use crate::params::{first_non_finite_grad, scale_grads};
 
 /// Which p-norm to take of the gradients.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -146,14 +147,7 @@ impl GlobalNormClip {
         }
         let total = combine_norms(grad_norms(module, grads, self.norm_type), self.norm_type);
         if !total.is_finite() && self.error_if_nonfinite {
-            let path = parameters(module, Some(grads))
-                .into_iter()
-                .find(|e| {
-                    e.grad
-                        .as_ref()
-                        .is_some_and(|g| !tensor_is_finite(g.clone()))
-                })
-                .map(|e| e.path);
+            let path = first_non_finite_grad(module, grads);
             return Err(Error::NonFiniteGradNorm {
                 total_norm: total as f64,
                 path,
@@ -213,12 +207,6 @@ pub fn combine_norms(norms: Vec<Tensor<1>>, norm_type: NormType) -> f32 {
         return 0.0;
     }
     norm_type.norm(Tensor::cat(norms, 0)).into_scalar::<f32>()
-}
-
-/// Whether every element of `tensor` is finite.
-pub fn tensor_is_finite(tensor: Tensor<1>) -> bool {
-    // x - x is 0 for finite x and NaN for ±inf and NaN; the sum is then NaN.
-    tensor.clone().sub(tensor).sum().into_scalar::<f32>() == 0.0
 }
 
 #[cfg(test)]

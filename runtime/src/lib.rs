@@ -64,8 +64,6 @@ extern crate alloc;
 extern crate std;
 
 pub mod activation;
-#[cfg(feature = "std")]
-pub mod checkpoint;
 pub mod clip;
 pub mod data;
 pub mod device;
@@ -87,12 +85,16 @@ pub mod peft;
 pub mod plan;
 pub mod precision;
 pub mod recompute;
+pub mod rng;
 pub mod schedule;
 #[cfg(feature = "std")]
 pub mod threads;
 pub mod train;
 
 pub use error::Error;
+/// Crash-safe training checkpoints (std), part of [`train`].
+#[cfg(feature = "std")]
+pub use train::checkpoint;
 
 /// Re-export of the Burn version Ember is built on.
 pub use burn;

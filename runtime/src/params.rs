@@ -143,3 +143,21 @@ pub fn materialize<M: Module>(module: M) -> M {
     }
     module.map(&mut Materialize)
 }
+
+/// Whether every element of `tensor` is finite (one read-back).
+pub fn tensor_is_finite(tensor: Tensor<1>) -> bool {
+    // x - x is 0 for finite x and NaN for ±inf and NaN; the sum is then NaN.
+    tensor.clone().sub(tensor).sum().into_scalar::<f32>() == 0.0
+}
+
+/// The first parameter of `model` whose gradient in `grads` is not finite.
+pub fn first_non_finite_grad<M: Module>(model: &M, grads: &GradientsParams) -> Option<String> {
+    parameters(model, Some(grads))
+        .into_iter()
+        .find(|e| {
+            e.grad
+                .as_ref()
+                .is_some_and(|g| !tensor_is_finite(g.clone()))
+        })
+        .map(|e| e.path)
+}

@@ -77,7 +77,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 
 use crate::Error;
 use crate::precision::to_f32;
-use crate::train::Output;
+use crate::train::{Objective, Output};
 
 /// A network split into stem, blocks and head. See the [module
 /// documentation](self).
@@ -189,7 +189,7 @@ fn draw_base(device: &Device) -> u64 {
 }
 
 fn block_seed(base: u64, index: usize) -> u64 {
-    base ^ (index as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    crate::rng::stream_seed(base, index as u64)
 }
 
 /// The plain forward pass (stem, every block, head) with the per-block RNG
@@ -257,12 +257,12 @@ pub fn forward_backward_observed<const D: usize, M: Segmented<D>>(
     let segments = strategy.segments(model.num_blocks());
     if segments.is_empty() {
         let out = forward(model, batch);
-        let loss = scaled(out.loss.clone(), loss_scale);
+        let loss = out.scaled_loss(loss_scale);
         if let Some(f) = observe.as_mut() {
             f(0);
         }
         let grads = GradientsParams::from_grads(loss.backward(), model);
-        return (detached(out), grads);
+        return (out.detached(), grads);
     }
     let mut held = 0usize;
     let device = model_device(model);
@@ -291,14 +291,14 @@ pub fn forward_backward_observed<const D: usize, M: Segmented<D>>(
     if let Some(f) = observe.as_mut() {
         f(held);
     }
-    let mut grads = scaled(out.loss.clone(), loss_scale).backward();
+    let mut grads = out.scaled_loss(loss_scale).backward();
     let mut upstream = last.grad(&grads);
     let params = GradientsParams::from_grads(grads, model);
     if observe.is_some() {
         held += grad_bytes(model, &params);
     }
     accumulator.accumulate(model, params);
-    let out = detached(out);
+    let out = out.detached();
 
     // Backward through the segments in reverse, recomputing each.
     for (seg, input) in segments.iter().zip(boundaries).rev() {
@@ -337,15 +337,20 @@ fn surrogate<const D: usize>(y: Tensor<D>, g: Tensor<D>) -> Tensor<1> {
     (to_f32(y) * to_f32(g).detach()).sum()
 }
 
-pub(crate) fn scaled(loss: Tensor<1>, scale: f64) -> Tensor<1> {
-    if scale == 1.0 {
-        loss
-    } else {
-        to_f32(loss).mul_scalar(scale)
-    }
-}
+/// A [`Segmented`] model trained with a recomputation [`Strategy`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Recomputed<const D: usize>(pub Strategy);
 
-fn detached(mut out: Output) -> Output {
-    out.loss = out.loss.detach();
-    out
+impl<const D: usize, M: Segmented<D>> Objective<M, M::Batch> for Recomputed<D> {
+    fn forward(&self, model: &M, batch: &M::Batch) -> Output {
+        forward(model, batch)
+    }
+    fn forward_backward(
+        &self,
+        model: &M,
+        batch: &M::Batch,
+        loss_scale: f64,
+    ) -> (Output, GradientsParams) {
+        forward_backward(model, batch, self.0, loss_scale)
+    }
 }

@@ -42,11 +42,11 @@ use ember_runtime::optim;
 use ember_runtime::peft::LoraConfig;
 use ember_runtime::plan::{Planner, parse_bytes};
 use ember_runtime::precision::{self, Precision};
-use ember_runtime::recompute::Strategy;
+use ember_runtime::recompute::{Recomputed, Strategy};
 use ember_runtime::schedule::WarmupCosine;
 use ember_runtime::train::{
-    Callback, Dataset, EarlyStopping, EvalRecord, Event, ForwardFn, Objective, Output, Recomputed,
-    Trainer, TrainerConfig, evaluate,
+    Callback, Dataset, EarlyStopping, EvalRecord, Event, ForwardFn, Objective, Output, Trainer,
+    TrainerConfig, evaluate,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;

@@ -13,6 +13,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use embedded_hal::delay::DelayNs;
 use ember_runtime::loss::mse;
 use ember_runtime::optim;
+use ember_runtime::rng::SplitMix64;
 use safetensors::tensor::{Dtype, TensorView};
 
 use crate::error::Error;
@@ -292,23 +293,9 @@ impl fmt::Debug for Learner {
     }
 }
 
-/// SplitMix64: a small, well-mixed generator for the initialisation.
-struct SplitMix64(u64);
-
-impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `[-bound, bound)`.
-    fn uniform(&mut self, bound: f32) -> f32 {
-        let unit = (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32;
-        (2.0 * unit - 1.0) * bound
-    }
+/// Uniform in `[-bound, bound)`, for the initialisation.
+fn uniform(rng: &mut SplitMix64, bound: f32) -> f32 {
+    (2.0 * rng.next_unit_f32() - 1.0) * bound
 }
 
 fn make_optimizer(config: &LearnerConfig) -> ModuleOptimizer {
@@ -401,13 +388,13 @@ impl Learner {
         let plain = Device::flex();
         let device = plain.clone().autodiff();
         let (w, h) = (config.window, config.hidden);
-        let mut rng = SplitMix64(config.seed);
+        let mut rng = SplitMix64::new(config.seed);
         let k0 = 1.0 / libm::sqrtf(w as f32);
         let k2 = 1.0 / libm::sqrtf(h as f32);
-        let w0: Vec<f32> = (0..h * w).map(|_| rng.uniform(k0)).collect();
-        let b0: Vec<f32> = (0..h).map(|_| rng.uniform(k0)).collect();
-        let w2: Vec<f32> = (0..h).map(|_| rng.uniform(k2)).collect();
-        let b2: Vec<f32> = vec![rng.uniform(k2)];
+        let w0: Vec<f32> = (0..h * w).map(|_| uniform(&mut rng, k0)).collect();
+        let b0: Vec<f32> = (0..h).map(|_| uniform(&mut rng, k0)).collect();
+        let w2: Vec<f32> = (0..h).map(|_| uniform(&mut rng, k2)).collect();
+        let b2: Vec<f32> = vec![uniform(&mut rng, k2)];
         let net = Net {
             l0: linear(&w0, &b0, w, h, &device),
             l2: linear(&w2, &b2, h, 1, &device),

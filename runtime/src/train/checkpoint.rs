@@ -34,7 +34,7 @@ use burn::tensor::Bytes;
 use crate::Error;
 use crate::freeze::trainable_paths;
 
-pub use crate::train::TrainState;
+pub use super::state::TrainState;
 
 fn state_to_text(s: TrainState) -> String {
     format!(
