@@ -11,9 +11,9 @@ use std::path::Path;
 
 use burn::tensor::Device;
 use ember_runtime::io::{
-    LoadOptions, SaveOptions, load_safetensors, save_safetensors, write_atomic,
+    LoadOptions, PathFilter, SaveOptions, load_safetensors, save_safetensors, write_atomic,
 };
-use ember_runtime::peft::LoraConfig;
+use ember_runtime::peft::{LoraConfig, adapter_paths};
 
 use crate::Error;
 use crate::bert::{BertModel, PEFT_EXPORT_REMAP, PEFT_IMPORT_REMAP};
@@ -133,7 +133,7 @@ pub fn save_peft_adapter(
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
             .collect(),
-        only: alloc::vec![r"_lora\.lora_[AB]\.".to_string()],
+        only: Some(PathFilter::new().with_full_paths(adapter_paths(model))),
         ..Default::default()
     };
     save_safetensors(model, dir.join("adapter_model.safetensors"), &options)?;

@@ -27,6 +27,9 @@ use burn::tensor::DType;
 
 use crate::Error;
 
+/// Burn's selection of tensors by module path, for [`SaveOptions::only`].
+pub use burn::store::PathFilter;
+
 /// How [`load_safetensors`] maps and checks tensors.
 #[derive(Debug, Clone)]
 pub struct LoadOptions {
@@ -242,9 +245,25 @@ pub struct SaveOptions {
     pub dtype: Option<DType>,
     /// Header metadata.
     pub metadata: Vec<(String, String)>,
-    /// Regexes on module paths: when non-empty, only matching tensors are
-    /// written (e.g. `lora_` for an adapter file).
-    pub only: Vec<String>,
+    /// Which tensors are written, by module path: exact paths (e.g.
+    /// [`peft::adapter_paths`](crate::peft::adapter_paths) for an adapter
+    /// file), regexes ([`regex_filter`]) or predicates on the path (Burn's
+    /// safetensors writer gives predicates no module types); `None` writes
+    /// every tensor.
+    pub only: Option<PathFilter>,
+}
+
+/// A filter matching the module paths that match any of `patterns`.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] naming an invalid regular expression.
+pub fn regex_filter(patterns: &[&str]) -> Result<PathFilter, Error> {
+    for pattern in patterns {
+        regex::Regex::new(pattern).map_err(|e| Error::InvalidArgument {
+            message: format!("filter `{pattern}`: {e}"),
+        })?;
+    }
+    Ok(PathFilter::new().with_regexes(patterns.iter().copied()))
 }
 
 /// Writes `module` to `path` with PyTorch names and layouts, atomically: the
@@ -270,11 +289,8 @@ pub fn save_safetensors<M: Module>(
     for (from, to) in &options.remap {
         store = store.with_key_remapping(from, to.clone());
     }
-    for pattern in &options.only {
-        regex::Regex::new(pattern).map_err(|e| Error::InvalidArgument {
-            message: format!("filter `{pattern}`: {e}"),
-        })?;
-        store = store.with_regex(pattern);
+    if let Some(filter) = &options.only {
+        store = store.filter(filter.clone());
     }
     store = store.metadata("format", "pt");
     for (k, v) in &options.metadata {

@@ -34,21 +34,29 @@ impl ParamEntry {
     }
 }
 
-/// Path-tracking visitor shared by the walkers of this crate.
+/// Path-tracking visitor shared by the walkers of this crate: the names
+/// entered so far and, for each, the type of the module that holds it
+/// (Burn's `container_type`: `Struct:Linear`, `Vec`, …).
 #[derive(Default)]
 pub(crate) struct PathTracker {
-    stack: Vec<String>,
+    stack: Vec<(String, String)>,
 }
 
 impl PathTracker {
-    pub(crate) fn enter(&mut self, name: &str) {
-        self.stack.push(name.to_string());
+    pub(crate) fn enter(&mut self, name: &str, container_type: &str) {
+        self.stack
+            .push((name.to_string(), container_type.to_string()));
     }
     pub(crate) fn exit(&mut self) {
         self.stack.pop();
     }
     pub(crate) fn path(&self) -> String {
-        self.stack.join(".")
+        let names: Vec<&str> = self.stack.iter().map(|(n, _)| n.as_str()).collect();
+        names.join(".")
+    }
+    /// Whether a module of `container_type` holds the current position.
+    pub(crate) fn within(&self, container_type: &str) -> bool {
+        self.stack.iter().any(|(_, c)| c == container_type)
     }
 }
 
@@ -64,8 +72,8 @@ fn flat<const D: usize>(tensor: Tensor<D>) -> Tensor<1> {
 }
 
 impl ModuleVisitor for Collect<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.tracker.enter(name);
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.tracker.enter(name, container_type);
     }
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
         self.tracker.exit();

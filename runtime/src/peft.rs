@@ -33,15 +33,49 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use burn::config::Config;
-use burn::module::{Module, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
+use crate::params::PathTracker;
 use crate::precision;
 
 /// `(regex, replacement)` from Ember's adapter paths (`…query_lora.lora_A.weight`)
 /// to peft's (`…query.lora_A.weight`).
 pub const PEFT_EXPORT_REMAP: (&str, &str) = (r"_lora\.lora_([AB])\.", ".lora_$1.");
+
+/// How Burn names [`Lora`] as the holder of its fields when it walks a
+/// module (`ModuleVisitor::enter_module`'s `container_type`): a parameter is
+/// an adapter's when a module of this type holds it.
+pub const ADAPTER_CONTAINER: &str = "Struct:Lora";
+
+/// The paths of every parameter of `module` that a LoRA adapter holds, in
+/// declaration order (an adapter file's tensors).
+pub fn adapter_paths<M: Module>(module: &M) -> Vec<String> {
+    struct Visitor {
+        tracker: PathTracker,
+        out: Vec<String>,
+    }
+    impl ModuleVisitor for Visitor {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.tracker.enter(name, container_type);
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.tracker.exit();
+        }
+        fn visit_float<const D: usize>(&mut self, _param: &Param<Tensor<D>>) {
+            if self.tracker.within(ADAPTER_CONTAINER) {
+                self.out.push(self.tracker.path());
+            }
+        }
+    }
+    let mut v = Visitor {
+        tracker: PathTracker::default(),
+        out: Vec::new(),
+    };
+    module.visit(&mut v);
+    v.out
+}
 
 /// LoRA hyper-parameters (peft's `LoraConfig`).
 #[derive(Config, Debug)]
@@ -162,5 +196,53 @@ pub fn freeze_linear(linear: Linear) -> Linear {
         bias: linear
             .bias
             .map(|b: Param<Tensor<1>>| b.set_require_grad(false)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::module::ModuleVisitor;
+
+    /// Burn's derive names `Lora` as [`ADAPTER_CONTAINER`] when it walks
+    /// one: renaming the type must not silently unfreeze the adapters.
+    #[test]
+    fn the_adapter_container_is_the_lora_type() {
+        struct Containers(Vec<String>);
+        impl ModuleVisitor for Containers {
+            fn enter_module(&mut self, _name: &str, container_type: &str) {
+                self.0.push(container_type.into());
+            }
+        }
+        let lora = LoraConfig::new(2).init(4, 3, &Device::flex());
+        let mut seen = Containers(Vec::new());
+        lora.visit(&mut seen);
+        assert!(
+            seen.0.iter().any(|c| c == ADAPTER_CONTAINER),
+            "{:?}",
+            seen.0
+        );
+    }
+
+    #[test]
+    fn adapter_paths_are_the_parameters_adapters_hold() {
+        use burn::nn::{Linear, LinearConfig};
+
+        #[derive(Module, Debug)]
+        struct Adapted {
+            lora_like: Linear,
+            value: Linear,
+            value_lora: Option<Lora>,
+        }
+        let device = Device::flex();
+        let model = Adapted {
+            lora_like: LinearConfig::new(4, 3).init(&device),
+            value: LinearConfig::new(4, 3).init(&device),
+            value_lora: Some(LoraConfig::new(2).init(4, 3, &device)),
+        };
+        assert_eq!(
+            adapter_paths(&model),
+            ["value_lora.lora_A.weight", "value_lora.lora_B.weight"]
+        );
     }
 }

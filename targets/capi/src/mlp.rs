@@ -10,7 +10,9 @@ use burn::module::Module;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use ember_models::mlp::{Mlp, MlpConfig};
 use ember_runtime::freeze::{set_trainable, trainable_paths};
-use ember_runtime::io::{LoadOptions, SaveOptions, load_safetensors_bytes, save_safetensors};
+use ember_runtime::io::{
+    LoadOptions, PathFilter, SaveOptions, load_safetensors_bytes, save_safetensors,
+};
 
 use crate::config::MlpSpec;
 use crate::status::{EmberStatus, Failure};
@@ -272,7 +274,7 @@ impl EmberMlp {
         let mut options = LoadOptions::default().strict(strict);
         if !names.iter().any(|n| n.starts_with("layers.")) {
             for (module, torch) in self.torch_prefixes() {
-                options = options.remap(&format!("^{}", regex_escape(&torch)), &module);
+                options = options.remap(&format!("^{}", regex::escape(&torch)), &module);
             }
         }
         let flags = trainable_paths(&self.model);
@@ -289,7 +291,7 @@ impl EmberMlp {
         }
         let mut i = 0;
         self.model = set_trainable(model, |p| {
-            let train = flags.get(i).is_none_or(|(q, t)| q != p || *t);
+            let train = flags.get(i).is_none_or(|(q, t)| q != p.path || *t);
             i += 1;
             train
         });
@@ -321,20 +323,20 @@ impl EmberMlp {
         for (module, torch) in self.torch_prefixes() {
             options
                 .remap
-                .push((format!("^{}", regex_escape(&module)), torch));
+                .push((format!("^{}", regex::escape(&module)), torch));
         }
         if trainable_only {
             let paths: Vec<String> = trainable_paths(&self.model)
                 .into_iter()
                 .filter(|(_, t)| *t)
-                .map(|(p, _)| regex_escape(&p))
+                .map(|(p, _)| p)
                 .collect();
             if paths.is_empty() {
                 return Err(Failure::invalid(
                     "no parameter trains: there is nothing to save with trainable_only",
                 ));
             }
-            options.only.push(format!("^({})$", paths.join("|")));
+            options.only = Some(PathFilter::new().with_full_paths(paths));
         }
         Ok(save_safetensors(&self.model.valid(), path, &options)?)
     }
@@ -346,18 +348,6 @@ fn join(sizes: &[usize]) -> String {
         .map(|s| s.to_string())
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// `text` with the characters regular expressions treat specially escaped.
-fn regex_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 4);
-    for ch in text.chars() {
-        if "\\.+*?()|[]{}^$".contains(ch) {
-            out.push('\\');
-        }
-        out.push(ch);
-    }
-    out
 }
 
 #[cfg(test)]

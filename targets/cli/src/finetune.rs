@@ -36,7 +36,7 @@ use ember_runtime::clip::GlobalNormClip;
 use ember_runtime::data::{DataCheck, DataReport};
 use ember_runtime::device::Backend;
 use ember_runtime::freeze::{TrainMode, set_trainable, trainable_count};
-use ember_runtime::io::{SaveOptions, save_safetensors};
+use ember_runtime::io::{PathFilter, SaveOptions, save_safetensors};
 use ember_runtime::lr_find::LrFinder;
 use ember_runtime::optim;
 use ember_runtime::peft::LoraConfig;
@@ -1085,7 +1085,7 @@ fn run_intents(r: &Resolved, o: &Options, device: &Device) -> Result<String, Str
             &trained,
             r.out.join("head.safetensors"),
             &SaveOptions {
-                only: vec!["^head\\.".into()],
+                only: Some(PathFilter::new().with_predicate(|path, _| path.starts_with("head."))),
                 ..Default::default()
             },
         )
