@@ -6,7 +6,7 @@
 //!
 //! Expected: `Adam  val loss: …` and `AdamW val loss: …`; both runs lower
 //! their training loss (asserted in `tests/examples.rs`). On random targets
-//! the two validation losses are close; the seed notes the gap grows with
+//! the two validation losses are close; the ML Core notes say the gap grows with
 //! depth and training length.
 
 use ember::burn::module::Module;

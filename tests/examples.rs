@@ -1,4 +1,4 @@
-//! Every example runs and its loss behaves as the seed says it does.
+//! Every example runs and its loss behaves as the ML Core notes say it does.
 //!
 //! The examples are compiled into this test binary as modules, so the test
 //! exercises exactly the code `cargo run --example NAME` runs.

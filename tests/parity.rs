@@ -171,7 +171,7 @@ fn backprop_trace_gradients_norms_and_sgd_step() {
     );
 }
 
-/// Runs `steps` steps of the seed's 16→64→64→1 regression from the fixture's
+/// Runs `steps` steps of the ML Core notes' 16→64→64→1 regression from the fixture's
 /// initial weights in `dtype`, comparing parameters at the fixture's
 /// checkpoints and every loss.
 fn run_optimizer(

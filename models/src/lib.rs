@@ -5,7 +5,7 @@
 //!
 //! * [`mlp`]: multi-layer perceptrons (the networks of the ML-Core seed), with
 //!   `nn.Sequential`-compatible naming.
-//! * [`simple_net`]: the seed's `SimpleNet` (`fc1`, `dropout`, `fc2`).
+//! * [`simple_net`]: the ML Core notes' `SimpleNet` (`fc1`, `dropout`, `fc2`).
 //! * [`batchnorm`]: `BatchNorm1d` with PyTorch's running statistics (unbiased
 //!   running variance — Burn's own `BatchNorm` keeps the biased one).
 //! * [`cnn`]: a small CNN for 8×8 images.

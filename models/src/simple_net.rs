@@ -6,7 +6,7 @@ use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-/// Configuration of [`SimpleNet`] (the seed uses 10 → 64 → 1, dropout 0.2).
+/// Configuration of [`SimpleNet`] (the ML Core notes use 10 → 64 → 1, dropout 0.2).
 #[derive(Config, Debug)]
 pub struct SimpleNetConfig {
     /// Input features.

@@ -2,7 +2,7 @@
 //! norm, and a large-gradient warning.
 //!
 //! "Monitor gradient norms — exploding or vanishing gradients diagnose most
-//! training failures early." [`GradReport`] is what the seed's backprop trace
+//! training failures early." [`GradReport`] is what the ML Core notes' backprop trace
 //! prints for each parameter (`grad_norm`, `param_norm`), plus the global norm
 //! and the first parameter whose gradient is not finite.
 //!
@@ -113,7 +113,7 @@ impl GradReport {
 }
 
 impl fmt::Display for GradReport {
-    /// One line per parameter, as the seed's trace prints them.
+    /// One line per parameter, as the ML Core notes' trace prints them.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for p in &self.params {
             match p.grad_norm {
@@ -155,7 +155,7 @@ impl fmt::Display for GradWarning {
     }
 }
 
-/// Flags gradient norms above a threshold (the seed uses 5.0) or not finite,
+/// Flags gradient norms above a threshold (the ML Core notes use 5.0) or not finite,
 /// and counts them.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GradMonitor {

@@ -1,7 +1,7 @@
 //! Burn's optimizers with PyTorch's defaults.
 //!
 //! Ember uses Burn's optimizers as they are: their update rules were checked
-//! against PyTorch step by step (300 steps of the seed's regression problem,
+//! against PyTorch step by step (300 steps of the ML Core notes' regression problem,
 //! `tests/parity.rs`) and agree to f32 rounding:
 //!
 //! * **SGD** — `p ← p − lr·d`, with `d = g + wd·p` (L2 weight decay folded into

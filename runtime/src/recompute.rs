@@ -246,7 +246,7 @@ fn grad_bytes<M: Module>(model: &M, grads: &GradientsParams) -> usize {
 /// backward pass starts — the moments when the activations kept for backward
 /// are at their largest — with the bytes of the parameter gradients held at
 /// that moment. A memory counter read there, minus those bytes, is the
-/// activation memory of the step (see `ember bench memory`).
+/// activation memory of the step (see `ember-bench memory`).
 pub fn forward_backward_observed<const D: usize, M: Segmented<D>>(
     model: &M,
     batch: &M::Batch,

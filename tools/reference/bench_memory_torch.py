@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch side of `ember bench memory`: one training step's time and peak
+"""PyTorch side of `ember-bench memory`: one training step's time and peak
 memory under fp32, autocast f16/bf16 and torch.utils.checkpoint.
 
 Runs ONE configuration per process (the peak-RSS counter is per process) and

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch side of `ember bench speed`: the same workloads, shapes, thread
+"""PyTorch side of `ember-bench speed`: the same workloads, shapes, thread
 count, warm-up and timing rule as the Ember side, in one process.
 
 Prints one JSON object with, per workload, the median time of one call

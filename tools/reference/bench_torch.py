@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch side of `ember bench embed`: sentence-transformers on torch CPU.
+"""PyTorch side of `ember-bench embed`: sentence-transformers on torch CPU.
 
 Prints one JSON object: median latency of encoding batch 1 and batch 32,
 throughput, and the process's peak RSS. Same sentences, thread count,

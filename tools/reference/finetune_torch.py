@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch side of `ember bench finetune`: the same job as `ember finetune`'s
+"""PyTorch side of `ember-bench finetune`: the same job as `ember finetune`'s
 default, with transformers + peft on torch CPU.
 
 all-MiniLM-L6-v2 with LoRA (r=8, alpha=16, query/value, no dropout) and a

@@ -687,7 +687,7 @@ fn plot_metrics(out: &Path) -> Result<PathBuf, String> {
 }
 
 /// Peak resident memory of this process (Linux), in MiB.
-pub fn peak_rss_mib() -> Option<f64> {
+fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let kib: f64 = status
         .lines()

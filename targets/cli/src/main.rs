@@ -4,22 +4,14 @@
 //!   dtype, shape and size, the header metadata and totals.
 //! * `ember embed [--model DIR] [--format json] [--batch-size N] TEXT...` —
 //!   sentence embeddings (`-` reads one text per line from stdin).
-//!
 //! * `ember finetune` — training on the device: with no arguments, LoRA
 //!   fine-tuning of all-MiniLM-L6-v2 with a classification head on the
 //!   intent dataset compiled into the binary; `--task digits` trains on the
 //!   8×8 digits;
 //!   `--config FILE.toml`, `--resume`, `--lr-find`, `--precision`,
 //!   `--recompute`, `--memory-budget`.
-//! * `ember bench embed --model DIR` — Ember against sentence-transformers on
-//!   torch CPU in the same run; `ember bench finetune` — the default
-//!   fine-tuning job against transformers + peft (both need the Python
-//!   packages of `tools/reference/requirements.txt`); `ember bench memory` —
-//!   step time and peak memory under fp32/f16/bf16 and recomputation against
-//!   PyTorch autocast and torch.utils.checkpoint; `ember bench speed` —
-//!   training-step and encode speed against PyTorch with a peak-GEMM probe
-//!   and allocations per step; `ember bench device --device wgpu` — the same
-//!   workloads on a GPU backend and on the CPU backend, with ratios.
+//!
+//! The benchmarks are a binary of their own, `ember-bench` (`targets/bench`).
 //!
 //! `ember devices` lists the backends of the build and whether each is
 //! present. `embed` and `finetune` take `--device cpu|wgpu|vulkan|metal|cuda`
@@ -41,16 +33,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use ember_models::sentence::SentenceEncoder;
 use ember_runtime::memory::Counting;
 
-/// Every allocation goes through a counter, so runs and benchmarks can report
-/// peak heap bytes and allocations per step (and `--memory-budget` can
-/// measure candidate settings).
+/// Every allocation goes through a counter, so runs can report peak heap
+/// bytes (and `--memory-budget` can measure candidate settings).
 #[global_allocator]
 pub static HEAP: Counting<std::alloc::System> = Counting::new(std::alloc::System);
 
-mod bench;
 mod finetune;
 mod plot;
-mod speed;
 
 #[derive(Parser)]
 #[command(
@@ -130,151 +119,6 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t)]
         format: Format,
-    },
-    /// Benchmarks, side by side with PyTorch.
-    Bench {
-        #[command(subcommand)]
-        workload: BenchWorkload,
-    },
-}
-
-/// What `ember bench speed` and `ember bench device` share: the model and
-/// how long each workload is timed.
-#[derive(clap::Args)]
-struct SuiteArgs {
-    /// Model directory (default: all-MiniLM-L6-v2 from the model cache).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Untimed calls before timing each workload.
-    #[arg(long, default_value_t = 3)]
-    warmup: usize,
-    /// At least this many timed calls per workload (the median is reported)…
-    #[arg(long, default_value_t = 5)]
-    min_iters: usize,
-    /// …and at least this many seconds per workload (at most 1000 calls).
-    #[arg(long, default_value_t = 1.0)]
-    seconds: f64,
-    /// Skip the 32-block residual MLP (the slowest workload).
-    #[arg(long)]
-    quick: bool,
-    /// Only the workloads whose name contains this (`mlp`, `mlp_h1024`,
-    /// `residual`, `encode`, `lora_step`, `gemm_shapes`: the workloads'
-    /// matrix products alone, on one thread and on all; the names of the
-    /// JSON output).
-    #[arg(long)]
-    only: Option<String>,
-}
-
-impl SuiteArgs {
-    fn timing(&self) -> speed::Timing {
-        speed::Timing {
-            warmup: self.warmup,
-            min_iters: self.min_iters,
-            seconds: self.seconds,
-        }
-    }
-
-    fn selection(&self) -> speed::Selection {
-        speed::Selection {
-            quick: self.quick,
-            only: self.only.clone(),
-        }
-    }
-}
-
-#[derive(Subcommand)]
-enum BenchWorkload {
-    /// Training-step and encode speed against PyTorch on the same CPU: MLPs
-    /// of three widths at two batch sizes, the 32-block residual MLP, MiniLM
-    /// encode and a LoRA step, with a peak-GEMM probe and allocations per
-    /// step (run from the repository root).
-    Speed {
-        #[command(flatten)]
-        suite: SuiteArgs,
-        /// The PyTorch side.
-        #[arg(long, default_value = "tools/reference/bench_speed_torch.py")]
-        torch_script: PathBuf,
-        /// Alternate Ember's and PyTorch's runs this many times and report
-        /// medians (and the spread of the ratios): on a machine whose speed
-        /// drifts, a single pair of runs can be minutes apart.
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
-        rounds: u32,
-        /// Also write the results as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
-    /// The default fine-tuning job against transformers + peft: time, peak
-    /// RSS, held-out accuracy (run from the repository root).
-    Finetune {
-        /// Model directory (default: all-MiniLM-L6-v2 from the model cache).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Epochs on each side.
-        #[arg(long, default_value_t = 4)]
-        epochs: usize,
-        /// The PyTorch side.
-        #[arg(long, default_value = "tools/reference/finetune_torch.py")]
-        torch_script: PathBuf,
-        /// Also write the results as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
-    /// Step time and peak memory under fp32, f16, bf16 and recomputation,
-    /// against PyTorch autocast and torch.utils.checkpoint.
-    Memory {
-        /// Model directory (default: all-MiniLM-L6-v2 from the model cache).
-        #[arg(long)]
-        model: Option<PathBuf>,
-        /// Timed steps per configuration (the median is reported).
-        #[arg(long, default_value_t = 3)]
-        iters: usize,
-        /// Untimed warm-up steps.
-        #[arg(long, default_value_t = 1)]
-        warmup: usize,
-        /// Only the MiniLM rows.
-        #[arg(long)]
-        quick: bool,
-        /// Only these configurations, as PRECISION/RECOMPUTE (e.g.
-        /// `f16/balanced`); repeatable [default: all nine].
-        #[arg(long = "only")]
-        only: Vec<String>,
-        /// The PyTorch side.
-        #[arg(long, default_value = "tools/reference/bench_memory_torch.py")]
-        torch_script: PathBuf,
-        /// Also write the results as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
-    /// The speed suite's workloads (training steps, MiniLM encode, LoRA step)
-    /// on a GPU backend and on the CPU backend, in one run, with ratios.
-    Device {
-        /// The device to compare with the CPU backend (wgpu, vulkan, metal,
-        /// cuda; it must be compiled in).
-        #[arg(long)]
-        device: String,
-        #[command(flatten)]
-        suite: SuiteArgs,
-        /// Also write the results as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
-    /// Sentence-embedding latency (batch 1 and 32), throughput, peak RSS.
-    Embed {
-        /// Model directory.
-        #[arg(long)]
-        model: PathBuf,
-        /// Timed iterations (the median is reported).
-        #[arg(long, default_value_t = 20)]
-        iters: usize,
-        /// Untimed warm-up iterations.
-        #[arg(long, default_value_t = 3)]
-        warmup: usize,
-        /// The PyTorch side.
-        #[arg(long, default_value = "tools/reference/bench_torch.py")]
-        torch_script: PathBuf,
-        /// Also write the results as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
     },
 }
 
@@ -440,86 +284,6 @@ fn main() -> ExitCode {
             lr_find,
             quiet,
         }),
-        Command::Bench {
-            workload:
-                BenchWorkload::Speed {
-                    suite,
-                    torch_script,
-                    rounds,
-                    json,
-                },
-        } => {
-            let (timing, selection) = (suite.timing(), suite.selection());
-            finetune::default_model_dir(suite.model).and_then(|m| {
-                speed::speed(
-                    &m,
-                    timing,
-                    &torch_script,
-                    rounds as usize,
-                    json.as_ref(),
-                    &selection,
-                )
-            })
-        }
-        Command::Bench {
-            workload:
-                BenchWorkload::Device {
-                    device,
-                    suite,
-                    json,
-                },
-        } => {
-            let (timing, selection) = (suite.timing(), suite.selection());
-            device
-                .parse()
-                .map_err(|e: ember_runtime::Error| e.to_string())
-                .and_then(|backend| finetune::default_model_dir(suite.model).map(|m| (backend, m)))
-                .and_then(|(backend, m)| {
-                    speed::devices(&m, backend, timing, &selection, json.as_ref())
-                })
-        }
-        Command::Bench {
-            workload:
-                BenchWorkload::Embed {
-                    model,
-                    iters,
-                    warmup,
-                    torch_script,
-                    json,
-                },
-        } => bench::embed(&model, iters, warmup, &torch_script, json.as_ref()),
-        Command::Bench {
-            workload:
-                BenchWorkload::Memory {
-                    model,
-                    iters,
-                    warmup,
-                    quick,
-                    only,
-                    torch_script,
-                    json,
-                },
-        } => finetune::default_model_dir(model).and_then(|m| {
-            bench::memory(
-                &m,
-                iters,
-                warmup,
-                &torch_script,
-                json.as_ref(),
-                quick,
-                &only,
-            )
-        }),
-        Command::Bench {
-            workload:
-                BenchWorkload::Finetune {
-                    model,
-                    epochs,
-                    torch_script,
-                    json,
-                },
-        } => finetune::default_model_dir(model)
-            .and_then(|m| bench::finetune(&m, epochs, &torch_script, json.as_ref())),
     };
     match result {
         Ok(out) => {

@@ -1,4 +1,4 @@
-//! `ember bench speed`: training and inference speed side by side with
+//! `ember-bench speed`: training and inference speed side by side with
 //! PyTorch on the same CPU, in one run (`tools/reference/bench_speed_torch.py`
 //! runs the same workloads, shapes, thread count and timing rule).
 //!
@@ -17,9 +17,7 @@
 //! reports medians, for machines whose speed drifts between the two sides'
 //! runs.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use burn::optim::GradientsParams;
@@ -33,7 +31,9 @@ use ember_runtime::memory::MemoryStats;
 use ember_runtime::peft::LoraConfig;
 use ember_runtime::recompute::{Strategy, forward_backward};
 
-use crate::bench::SENTENCES;
+use crate::measure::median;
+use crate::reference::{TorchSide, arg};
+use crate::sentences::SENTENCES;
 
 /// How long each workload is timed.
 #[derive(Clone, Copy, Debug)]
@@ -383,18 +383,6 @@ fn verdict(target: Target, speed_ratio: f64, peak_share: Option<f64>) -> (Option
     )
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
 /// Runs Ember's workloads, its GEMM probes and then the PyTorch script once.
 fn round(
     model_dir: &Path,
@@ -423,56 +411,28 @@ fn round(
         flex_gflops = flex_gflops.max(matmul_gflops(&a, &b, timing));
     }
 
-    let mut child = Command::new("python3")
-        .arg(torch_script)
-        .args([
-            "--model",
-            &model_dir.display().to_string(),
-            "--threads",
-            &threads.to_string(),
-        ])
-        .args([
-            "--warmup",
-            &timing.warmup.to_string(),
-            "--min-iters",
-            &timing.min_iters.to_string(),
-        ])
-        .args(["--seconds", &timing.seconds.to_string()])
-        .args(if selection.quick {
-            &["--quick"][..]
-        } else {
-            &[][..]
-        })
-        .args(selection.only.iter().flat_map(|o| ["--only", o.as_str()]))
-        .args(if shapes.is_some() {
-            &["--gemm-shapes"][..]
-        } else {
-            &[][..]
-        })
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("python3 {}: {e}", torch_script.display()))?;
-    child
-        .stdin
-        .take()
-        .ok_or("no stdin")?
-        .write_all(SENTENCES.join("\n").as_bytes())
-        .map_err(|e| e.to_string())?;
-    let out = child.wait_with_output().map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed (torch, transformers, peft and sentence-transformers from tools/reference/requirements.txt are needed): {}",
-            torch_script.display(),
-            String::from_utf8_lossy(&out.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        ));
+    let mut args = [
+        arg("--model", model_dir.display()),
+        arg("--threads", threads),
+        arg("--warmup", timing.warmup),
+        arg("--min-iters", timing.min_iters),
+        arg("--seconds", timing.seconds),
+    ]
+    .concat();
+    if selection.quick {
+        args.push("--quick".into());
     }
-    let torch: serde_json::Value =
-        serde_json::from_slice(&out.stdout).map_err(|e| format!("torch side output: {e}"))?;
+    if let Some(only) = &selection.only {
+        args.extend(arg("--only", only));
+    }
+    if shapes.is_some() {
+        args.push("--gemm-shapes".into());
+    }
+    let torch = TorchSide {
+        script: torch_script,
+        needs: "torch, transformers, peft and sentence-transformers",
+    }
+    .run(&args, Some(&SENTENCES.join("\n")), &[])?;
     Ok(Round {
         rows,
         shapes,
@@ -684,7 +644,7 @@ fn cpuinfo_field(name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// `ember bench device`: the same Ember workloads on the CPU backend and on
+/// `ember-bench device`: the same Ember workloads on the CPU backend and on
 /// `backend`, in one run; ratio = CPU time / device time.
 pub fn devices(
     model_dir: &Path,
