@@ -267,6 +267,22 @@ pub fn reuse_freed_memory() -> bool {
     false
 }
 
+/// This process's peak resident memory (`VmHWM`) in MiB, read from
+/// `/proc/self/status`; `None` where that file does not exist (other than
+/// Linux) or cannot be read.
+#[cfg(feature = "std")]
+pub fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

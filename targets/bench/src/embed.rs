@@ -8,7 +8,9 @@ use std::time::Instant;
 use burn::tensor::Device;
 use ember_models::sentence::SentenceEncoder;
 
-use crate::measure::{median, peak_rss_mib};
+use ember_runtime::memory::peak_rss_mib;
+
+use crate::measure::median;
 use crate::reference::{TorchSide, arg};
 use crate::sentences::SENTENCES;
 

@@ -1,4 +1,4 @@
-//! Summaries of measurements.
+//! Summaries of measurements (peak memory: `ember_runtime::memory::peak_rss_mib`).
 
 /// The median (the mean of the two middle values for an even count; NaN
 /// for none).
@@ -12,19 +12,6 @@ pub fn median(mut values: Vec<f64>) -> f64 {
     } else {
         (values[n / 2 - 1] + values[n / 2]) / 2.0
     }
-}
-
-/// This process's peak resident memory in MiB (Linux; `None` elsewhere).
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
 }
 
 #[cfg(test)]

@@ -38,6 +38,7 @@ use ember_runtime::device::Backend;
 use ember_runtime::freeze::{TrainMode, set_trainable, trainable_count};
 use ember_runtime::io::{PathFilter, SaveOptions, save_safetensors};
 use ember_runtime::lr_find::LrFinder;
+use ember_runtime::memory::peak_rss_mib;
 use ember_runtime::optim;
 use ember_runtime::peft::LoraConfig;
 use ember_runtime::plan::{Planner, parse_bytes};
@@ -684,19 +685,6 @@ fn plot_metrics(out: &Path) -> Result<PathBuf, String> {
     let path = out.join("curves.png");
     plot::training_curves(&path, &train, &eval_loss, &eval_acc)?;
     Ok(path)
-}
-
-/// Peak resident memory of this process (Linux), in MiB.
-fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
 }
 
 /// What a training run of either task reports.
