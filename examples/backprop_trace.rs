@@ -10,7 +10,7 @@
 //! checked in `tests/parity.rs`).
 
 use ember::burn::optim::GradientsParams;
-use ember::burn::tensor::{Device, Distribution, Tensor};
+use ember::burn::tensor::{Distribution, Tensor};
 use ember::models::mlp::MlpConfig;
 use ember::runtime::diagnostics::GradReport;
 use ember::runtime::loss::bce_with_logits;
@@ -18,7 +18,7 @@ use ember::runtime::optim;
 
 /// Returns the loss before and after the SGD step.
 pub fn run(verbose: bool) -> (f32, f32) {
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     device.seed(0);
     let model = MlpConfig::new(vec![4, 8, 1]).init(&device);
     let x = Tensor::<2>::random([3, 4], Distribution::Normal(0.0, 1.0), &device);

@@ -72,7 +72,7 @@ fn train<M: Module>(
 
 /// Trains both networks; returns (residual, plain).
 pub fn run(verbose: bool) -> (Run, Run) {
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     device.seed(5);
     let residual = ResidualMlpConfig::new(16, 64, 1, DEPTH).init(&device);
     let residual = train(residual, |m, x| m.forward(x), &device);

@@ -11,7 +11,7 @@
 
 use ember::burn::module::Module;
 use ember::burn::optim::GradientsParams;
-use ember::burn::tensor::{Device, Distribution, Tensor};
+use ember::burn::tensor::{Distribution, Tensor};
 use ember::models::mlp::MlpConfig;
 use ember::runtime::{loss::mse, optim};
 
@@ -26,7 +26,7 @@ pub struct RunResult {
 }
 
 fn train(opt: optim::Adam, steps: usize) -> RunResult {
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     device.seed(42);
     let mut model = MlpConfig::new(vec![16, 64, 64, 1]).init(&device);
     let mut optimizer = opt.init();

@@ -13,7 +13,7 @@
 
 use ember::burn::module::Module;
 use ember::burn::optim::GradientsParams;
-use ember::burn::tensor::{Device, Distribution, Tensor};
+use ember::burn::tensor::{Distribution, Tensor};
 use ember::models::mlp::MlpConfig;
 use ember::runtime::{loss::mse, optim};
 
@@ -34,7 +34,7 @@ impl Gap {
 }
 
 fn train(dropout: f64, weight_decay: f64) -> Gap {
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     device.seed(4);
     // y = sin(2x) + noise on 32 points of [-3, 3]: a wide net can thread a
     // curve through every noisy point; the validation set shows the cost.

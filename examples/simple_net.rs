@@ -7,13 +7,13 @@
 //! (`tests/examples.rs` asserts that the loss decreases).
 
 use ember::burn::optim::GradientsParams;
-use ember::burn::tensor::{Device, Distribution, Tensor};
+use ember::burn::tensor::{Distribution, Tensor};
 use ember::models::simple_net::SimpleNetConfig;
 use ember::runtime::{loss::mse, optim};
 
 /// Trains the network and returns the loss of every epoch.
 pub fn run(verbose: bool) -> Vec<f32> {
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     device.seed(0);
     let mut model = SimpleNetConfig::new().init(&device);
     let mut optimizer = optim::adam(1e-4).init();

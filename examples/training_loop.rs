@@ -11,7 +11,7 @@
 
 use ember::burn::nn::activation::ActivationConfig;
 use ember::burn::optim::GradientsParams;
-use ember::burn::tensor::{Device, Distribution, Tensor};
+use ember::burn::tensor::{Distribution, Tensor};
 use ember::models::mlp::MlpConfig;
 use ember::runtime::clip::GlobalNormClip;
 use ember::runtime::diagnostics::GradMonitor;
@@ -28,7 +28,7 @@ pub struct Outcome {
 
 /// Runs the loop.
 pub fn run(verbose: bool) -> Outcome {
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     device.seed(7);
     let (num_epochs, batch, n) = (20, 16, 1024);
     let normal = Distribution::Normal(0.0, 1.0);

@@ -16,7 +16,7 @@
 //! use ember::burn::tensor::{Device, Tensor};
 //! use ember::models::mlp::MlpConfig;
 //!
-//! let device = Device::flex().autodiff();
+//! let device = ember::runtime::device::cpu().autodiff();
 //! let model = MlpConfig::new(vec![4, 8, 1]).init(&device);
 //! let y = model.forward(Tensor::<2>::ones([2, 4], &device));
 //! assert_eq!(y.dims(), [2, 1]);

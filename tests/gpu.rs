@@ -102,7 +102,7 @@ fn gpu_required() -> bool {
 }
 
 fn cpu() -> Device {
-    Device::flex()
+    ember::runtime::device::cpu()
 }
 
 /// Compares GPU values with the CPU's, naming the worst element.
@@ -468,21 +468,21 @@ fn f16_autocast_computes_in_f16_on_the_gpu() {
 
 /// GELU's gradient on the GPU is the exact one (Burn 0.22.1's generic
 /// `gelu_backward`, which the GPU backends use, differentiates the tanh
-/// approximation instead: off by up to 3e-3 here; `ember_runtime::activation`).
+/// approximation instead: off by up to 3e-3 here; `ember_runtime::ops::gelu`).
 ///
 /// Both sides approximate erf, so the bound per element comes from their
 /// documented errors, not from a relative tolerance (GELU of a negative `x`
 /// is nearly 0, but erf's absolute error still moves it by up to ½·|x|·err):
 /// the CPU's rational erf keeps GELU within 4e-7·max(|x|, 1) of the exact
 /// value and its derivative within 4e-7 (the unit tests of
-/// `activation::gelu`); the GPU's polynomial erf (1.5e-7) moves GELU by up
+/// `ops::gelu`); the GPU's polynomial erf (1.5e-7) moves GELU by up
 /// to 0.75e-7·|x| and the derivative by 0.75e-7, plus f32 rounding of the
 /// few operations around it. Inputs are fixed (evenly spaced over [−8, 8]),
 /// not drawn from the device's generator, which tests running in parallel
 /// share.
 #[test]
 fn gelu_gradient_is_exact_on_the_gpu() {
-    use ember::runtime::activation::gelu;
+    use ember::runtime::ops::gelu;
     let Some(g) = gpu("gelu_gradient_is_exact_on_the_gpu") else {
         return;
     };

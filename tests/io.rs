@@ -4,7 +4,7 @@ mod common;
 
 use ember::burn::module::Module;
 use ember::burn::nn::{Linear, LinearConfig};
-use ember::burn::tensor::{Device, Tensor};
+use ember::burn::tensor::Tensor;
 use ember::runtime::Error;
 use ember::runtime::io::{LoadOptions, SaveOptions, load_safetensors, save_safetensors};
 
@@ -57,7 +57,7 @@ fn write(name: &str, bytes: &[u8]) -> std::path::PathBuf {
 fn load(name: &str, bytes: &[u8]) -> Result<Linear, Error> {
     let path = write(name, bytes);
     load_safetensors(
-        LinearConfig::new(3, 2).init(&Device::flex()),
+        LinearConfig::new(3, 2).init(&ember::runtime::device::cpu()),
         &path,
         &LoadOptions::default(),
     )
@@ -71,7 +71,10 @@ fn err(name: &str, bytes: &[u8]) -> String {
 #[test]
 fn pytorch_layout_loads_and_computes() {
     let linear = load("ok.safetensors", &linear_file()).unwrap();
-    let y = linear.forward(Tensor::<2>::from_floats([[1.0, 0.0, 0.0]], &Device::flex()));
+    let y = linear.forward(Tensor::<2>::from_floats(
+        [[1.0, 0.0, 0.0]],
+        &ember::runtime::device::cpu(),
+    ));
     // x·Wᵀ + b with W = [[1,2,3],[4,5,6]] → [1 + 0.5, 4 − 0.5].
     assert_eq!(
         y.into_data().convert::<f32>().try_to_vec::<f32>().unwrap(),
@@ -81,7 +84,7 @@ fn pytorch_layout_loads_and_computes() {
 
 #[test]
 fn round_trip_through_a_file() {
-    let device = Device::flex();
+    let device = ember::runtime::device::cpu();
     let linear = LinearConfig::new(3, 2).init(&device);
     let path = write("roundtrip.safetensors", b"");
     save_safetensors(&linear, &path, &SaveOptions::default()).unwrap();
@@ -175,7 +178,7 @@ fn wrong_shape_missing_and_unexpected_are_listed_together() {
 fn non_strict_load_reports_instead_of_failing() {
     let bytes = file(&[("weight", "F32", vec![2, 3], vec![1.0; 6])]);
     let path = write("partial.safetensors", &bytes);
-    let model = LinearConfig::new(3, 2).init(&Device::flex());
+    let model = LinearConfig::new(3, 2).init(&ember::runtime::device::cpu());
     let (_, report) =
         load_safetensors(model, &path, &LoadOptions::default().strict(false)).unwrap();
     assert_eq!(report.applied, vec!["weight".to_string()]);
@@ -184,11 +187,11 @@ fn non_strict_load_reports_instead_of_failing() {
 
 #[test]
 fn missing_file() {
-    let model = LinearConfig::new(3, 2).init(&Device::flex());
+    let model = LinearConfig::new(3, 2).init(&ember::runtime::device::cpu());
     let e =
         load_safetensors(model, "/nonexistent/w.safetensors", &LoadOptions::default()).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/w.safetensors"), "{e}");
-    let _ = Module::num_params(&LinearConfig::new(1, 1).init(&Device::flex()));
+    let _ = Module::num_params(&LinearConfig::new(1, 1).init(&ember::runtime::device::cpu()));
 }
 
 mod pytorch_roundtrip {
@@ -217,7 +220,7 @@ mod pytorch_roundtrip {
             .collect();
         Tensor::from_data(
             ember::burn::tensor::TensorData::new(v, t.shape().to_vec()),
-            &Device::flex(),
+            &ember::runtime::device::cpu(),
         )
     }
 
@@ -274,7 +277,7 @@ mod pytorch_roundtrip {
             .remap(r"^mlp\.2\.", "layers.1.")
             .ignore_unexpected(r"^cnn\.")
             .ignore_unexpected(r"^mlp\.(input|output)$");
-        let model = MlpConfig::new(vec![6, 16, 3]).init(&Device::flex());
+        let model = MlpConfig::new(vec![6, 16, 3]).init(&ember::runtime::device::cpu());
         let (model, report) = load_safetensors(model, FIXTURE, &options).unwrap();
         assert_eq!(report.applied.len(), 4);
         let output = model.forward(fixture_tensor("mlp.input"));
@@ -293,7 +296,7 @@ mod pytorch_roundtrip {
             .remap(r"^cnn\.", "")
             .ignore_unexpected(r"^mlp\.")
             .ignore_unexpected(r"^(cnn\.)?(input|output)$");
-        let model = SmallCnnConfig::new().init(&Device::flex());
+        let model = SmallCnnConfig::new().init(&ember::runtime::device::cpu());
         let (model, report) = load_safetensors(model, FIXTURE, &options).unwrap();
         assert_eq!(report.applied.len(), 6);
         let x: Tensor<4> = fixture_tensor("cnn.input");
@@ -307,7 +310,7 @@ mod pytorch_roundtrip {
 #[test]
 fn bf16_and_f16_files_round_trip_within_their_rounding() {
     use ember::burn::tensor::DType;
-    let device = Device::flex();
+    let device = ember::runtime::device::cpu();
     let linear = LinearConfig::new(16, 8).init(&device);
     let original = linear
         .weight

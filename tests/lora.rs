@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use ember::burn::module::Module;
-use ember::burn::tensor::{Device, Int, Tensor, TensorData};
+use ember::burn::tensor::{Int, Tensor, TensorData};
 use ember::models::adapter::{load_peft_adapter, save_peft_adapter};
 use ember::models::bert::{l2_normalize, mean_pool};
 use ember::models::sentence::SentenceEncoder;
@@ -24,7 +24,7 @@ const ADAPTER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/peft_
 #[test]
 fn peft_adapter_forward_gradients_and_save() {
     let f = Fixture::load("peft_lora.safetensors");
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     let encoder = SentenceEncoder::from_dir(minilm_dir(), &device).unwrap();
     let mut config = None;
     let encoder = encoder
@@ -106,7 +106,7 @@ fn peft_adapter_forward_gradients_and_save() {
 fn fresh_lora_leaves_the_model_unchanged_and_trains_only_adapters() {
     use ember::runtime::params::parameters;
     use ember::runtime::peft::LoraConfig;
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     let encoder = SentenceEncoder::from_dir(minilm_dir(), &device).unwrap();
     let before = encoder.encode(&["Turn on the lights"], 1).unwrap();
     let config = LoraConfig::new(8)
@@ -136,8 +136,9 @@ fn fresh_lora_leaves_the_model_unchanged_and_trains_only_adapters() {
 fn adapter_dir_without_config_is_a_clear_error() {
     let dir = std::env::temp_dir().join(format!("ember-no-adapter-config-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let model = ember::models::bert::BertConfig::new(10, 8, 1, 2, 16).init(&Device::flex());
-    let err = load_peft_adapter(model, &dir, &Device::flex())
+    let model =
+        ember::models::bert::BertConfig::new(10, 8, 1, 2, 16).init(&ember::runtime::device::cpu());
+    let err = load_peft_adapter(model, &dir, &ember::runtime::device::cpu())
         .unwrap_err()
         .to_string();
     std::fs::remove_dir_all(&dir).ok();
@@ -152,7 +153,7 @@ fn base_weights_stay_frozen_across_optimizer_steps() {
     use ember::burn::optim::GradientsParams;
     use ember::runtime::params::parameters;
     use ember::runtime::peft::LoraConfig;
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     let model = ember::models::bert::BertConfig::new(50, 16, 2, 2, 32).init(&device);
     let config = LoraConfig::new(4)
         .with_alpha(8.0)

@@ -9,7 +9,6 @@
 mod common;
 
 use common::*;
-use ember::burn::tensor::Device;
 use ember::models::sentence::SentenceEncoder;
 
 /// Embeddings and cosine similarities in f32: sentence-transformers' own
@@ -42,7 +41,8 @@ fn minilm_embeddings_match_sentence_transformers() {
     let f = Fixture::load("minilm_embeddings.safetensors");
     let texts = sentences(fixture_path);
     assert!(texts.len() >= 30);
-    let encoder = SentenceEncoder::from_dir(minilm_dir(), &Device::flex()).expect("model loads");
+    let encoder = SentenceEncoder::from_dir(minilm_dir(), &ember::runtime::device::cpu())
+        .expect("model loads");
     assert_eq!(encoder.dim(), 384);
     assert_eq!(encoder.max_seq_length(), 256);
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
@@ -174,7 +174,7 @@ fn every_pooling_configuration_matches_sentence_transformers() {
     ];
     for (variant, modes, normalizes) in expected_modes {
         let dir = assemble_variant(variant, "parity");
-        let encoder = SentenceEncoder::from_dir(&dir, &Device::flex())
+        let encoder = SentenceEncoder::from_dir(&dir, &ember::runtime::device::cpu())
             .unwrap_or_else(|e| panic!("{variant}: {e}"));
         assert_eq!(
             (encoder.pooling().modes(), encoder.normalizes()),
@@ -200,7 +200,7 @@ fn every_pooling_configuration_matches_sentence_transformers() {
 fn unsupported_configurations_are_errors_naming_the_field() {
     let dir = assemble_variant("mean_unnormalized", "errors");
     let error = |dir: &std::path::Path| {
-        SentenceEncoder::from_dir(dir, &Device::flex())
+        SentenceEncoder::from_dir(dir, &ember::runtime::device::cpu())
             .unwrap_err()
             .to_string()
     };
@@ -272,7 +272,7 @@ fn unsupported_configurations_are_errors_naming_the_field() {
         .unwrap();
     }
     assert!(
-        SentenceEncoder::from_dir(&dir, &Device::flex()).is_ok(),
+        SentenceEncoder::from_dir(&dir, &ember::runtime::device::cpu()).is_ok(),
         "the restored directory loads"
     );
     std::fs::remove_dir_all(&dir).ok();
@@ -310,7 +310,8 @@ fn a_bert_of_another_shape_loads_from_its_config_alone() {
         dir.join("tokenizer.json"),
     )
     .unwrap();
-    let encoder = SentenceEncoder::from_dir(&dir, &Device::flex()).expect("the tiny BERT loads");
+    let encoder = SentenceEncoder::from_dir(&dir, &ember::runtime::device::cpu())
+        .expect("the tiny BERT loads");
     std::fs::remove_dir_all(&dir).ok();
     assert_eq!(
         (
@@ -334,7 +335,7 @@ fn model_dir_without_tokenizer_is_a_clear_error() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(src.join("config.json"), dir.join("config.json")).unwrap();
     std::fs::write(dir.join("model.safetensors"), b"").unwrap();
-    let err = SentenceEncoder::from_dir(&dir, &Device::flex())
+    let err = SentenceEncoder::from_dir(&dir, &ember::runtime::device::cpu())
         .unwrap_err()
         .to_string();
     std::fs::remove_dir_all(&dir).ok();
@@ -359,7 +360,7 @@ fn minilm_with_f16_weights_computed_in_f32() {
 
     // Ship the weights as f16: Ember exports the f32 model with f16 storage
     // and Hugging Face names, then loads that directory (cast back to f32).
-    let encoder = SentenceEncoder::from_dir(&src, &Device::flex()).unwrap();
+    let encoder = SentenceEncoder::from_dir(&src, &ember::runtime::device::cpu()).unwrap();
     let dir = std::env::temp_dir().join(format!("ember-minilm-f16-{}", std::process::id()));
     std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
     // The sentence-transformers files too: without `modules.json` a
@@ -382,7 +383,8 @@ fn minilm_with_f16_weights_computed_in_f32() {
     let size = std::fs::metadata(dir.join("model.safetensors"))
         .unwrap()
         .len();
-    let f16 = SentenceEncoder::from_dir(&dir, &Device::flex()).expect("f16 export loads back");
+    let f16 = SentenceEncoder::from_dir(&dir, &ember::runtime::device::cpu())
+        .expect("f16 export loads back");
     std::fs::remove_dir_all(&dir).ok();
     assert!(size < 50_000_000, "f16 file is half the size: {size} bytes");
 
@@ -408,7 +410,7 @@ fn minilm_export_reproduces_the_checkpoint() {
     use ember::models::bert::HF_REMAP_EXPORT;
     use ember::runtime::io::{SaveOptions, save_safetensors};
     let src = minilm_dir();
-    let encoder = SentenceEncoder::from_dir(&src, &Device::flex()).unwrap();
+    let encoder = SentenceEncoder::from_dir(&src, &ember::runtime::device::cpu()).unwrap();
     // Left in the target directory for tools/reference/check_exports.py.
     let out = export_dir().join("minilm.safetensors");
     let options = SaveOptions {

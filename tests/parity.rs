@@ -22,7 +22,7 @@ use ember::runtime::optim;
 use ember::runtime::schedule::{Constant, Cosine, LinearWarmup, Schedule, StepDecay, WarmupCosine};
 
 fn device() -> Device {
-    Device::flex().autodiff()
+    ember::runtime::device::cpu().autodiff()
 }
 
 /// An `nn.Sequential(Linear, act, Linear, …)` loaded from `{prefix}{i}.weight`.
@@ -220,7 +220,7 @@ fn run_optimizer(
     let (expected, _) = f.values(&format!("{name}.losses"));
     assert_close(&format!("{name}.losses"), &losses, &expected[..steps], tol);
     if steps == 300 {
-        let plain = Device::flex();
+        let plain = ember::runtime::device::cpu();
         let val = mse(
             model
                 .valid()
@@ -358,7 +358,7 @@ fn batchnorm1d_train_eval_running_stats() {
         );
     }
     let eval = bn.valid();
-    let out = eval.forward(f.tensor::<2>("eval.x", &Device::flex()));
+    let out = eval.forward(f.tensor::<2>("eval.x", &ember::runtime::device::cpu()));
     assert_tensor(&f, "eval.out", out, F32_REDUCE);
 }
 
@@ -560,7 +560,7 @@ fn dropout_inverted_scaling_in_train_identity_in_eval() {
     // Eval mode (valid()) and non-autodiff inputs are the identity.
     let eval = dropout.valid();
     assert_eq!(values(eval.forward(x)), vec![1.0; n]);
-    let plain = Tensor::<1>::ones([10], &Device::flex());
+    let plain = Tensor::<1>::ones([10], &ember::runtime::device::cpu());
     assert_eq!(values(dropout.forward(plain)), vec![1.0; 10]);
     let _ = Distribution::Default;
 }

@@ -103,7 +103,7 @@ impl Objective<Linear, (Tensor<2>, Tensor<2>)> for Injecting<'_> {
 }
 
 fn scaler_run(f: &Fixture, run: &str, growth_interval: u64) {
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     let linear = LinearConfig::new(4, 3).init(&device);
     let linear = load_torch_params(linear, f, |p| Some(format!("{run}.init.{p}")));
     let data = Regression {
@@ -231,7 +231,7 @@ fn scaler_scale_trajectory_matches_torch_step_by_step() {
 #[test]
 fn autocast_computes_low_and_keeps_fp32_master_weights() {
     let _g = lock();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     device.seed(3);
     let model = MlpConfig::new(vec![8, 16, 4]).init(&device);
     let x = Tensor::<2>::random([5, 8], Distribution::Normal(0.0, 1.0), &device);
@@ -276,7 +276,7 @@ fn autocast_computes_low_and_keeps_fp32_master_weights() {
 #[test]
 fn autocast_linear_matches_the_composed_casts() {
     let _g = lock();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     device.seed(5);
     let layer = LinearConfig::new(12, 6).init(&device);
     let x0 = Tensor::<3>::random([2, 5, 12], Distribution::Normal(0.0, 1.0), &device);
@@ -357,7 +357,7 @@ fn autocast_linear_matches_the_composed_casts() {
 #[test]
 fn reduced_precision_keeps_no_weight_copies_for_backward() {
     let _g = lock();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     device.seed(15);
     // 8 blocks of two 256×256 layers (4 MiB of fp32 weights, 2 MiB as f16
     // copies) and a batch of 16 (16 KiB per fp32 activation).
@@ -429,7 +429,7 @@ fn max_diff(a: &[(String, Vec<f64>)], b: &[(String, Vec<f64>)]) -> f64 {
 #[test]
 fn recomputed_gradients_equal_plain_ones_with_dropout() {
     let _g = lock();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     device.seed(11);
     // Parameters get their values now, not at first use (which would draw
     // from the RNG between the per-block seeds).
@@ -463,7 +463,7 @@ fn recomputed_gradients_equal_plain_ones_with_dropout() {
 #[test]
 fn recomputed_gradients_equal_plain_ones_in_a_residual_mlp() {
     let _g = lock();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     device.seed(12);
     let model = materialize(
         ResidualMlpConfig::new(8, 32, 2, 9)
@@ -486,7 +486,7 @@ fn recomputed_gradients_equal_plain_ones_in_a_residual_mlp() {
 #[test]
 fn recomputed_gradients_equal_plain_ones_for_minilm_with_lora_dropout() {
     let _g = lock();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     device.seed(13);
     let encoder = SentenceEncoder::from_dir(minilm_dir(), &device).unwrap();
     let lora = LoraConfig::new(4)
@@ -558,7 +558,7 @@ impl ember::burn::module::ModuleMapper for NudgeLoraB {
 #[test]
 fn recompute_and_reduced_precision_lower_peak_memory() {
     let _g = lock();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     device.seed(14);
     // Narrow and long, with a large batch: activations (16 blocks × 3 saved
     // [1024, 64] tensors) dominate the gradients (16 × 2 × 64² floats).

@@ -164,7 +164,7 @@ fn all_finite(model: &Mlp) -> bool {
 /// 10 steps straight against 5 steps, a stop, and 5 resumed steps; with
 /// `partial`, only biases and the last layer train and checkpoints hold only them.
 fn resume_matches_straight_run(name: &str, partial: bool) {
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     let data = Rows::new(64, 8, SEED + 1, false, &device);
     let mode = TrainMode::BiasOnly {
         also: vec!["layers.2".into()],
@@ -266,7 +266,7 @@ fn trainable_only_checkpoints_resume_bit_identically() {
 #[test]
 fn gradient_accumulation_equals_the_large_batch() {
     let _rng = rng();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     let data = Rows::new(64, 8, SEED + 1, false, &device);
     let run = |config: TrainerConfig| {
         // No dropout: one batch of 16 and two of 8 draw different masks.
@@ -297,7 +297,7 @@ fn gradient_accumulation_equals_the_large_batch() {
 #[test]
 fn early_stopping_keeps_the_best_model() {
     let _rng = rng();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     let train = Rows::new(64, 8, SEED + 1, false, &device);
     // The validation targets are the negated training targets: the better the
     // fit to the training data, the worse the validation loss.
@@ -338,7 +338,7 @@ fn early_stopping_keeps_the_best_model() {
         &fit.model.valid(),
         &valid,
         16,
-        &Device::flex(),
+        &ember::runtime::device::cpu(),
         regression,
     )
     .unwrap();
@@ -369,7 +369,7 @@ impl Callback<Mlp> for PoisonGrad {
 #[test]
 fn nan_in_a_batch_and_in_a_gradient_skip_the_step_and_name_the_parameter() {
     let _rng = rng();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     let mut data = Rows::new(64, 8, SEED + 1, false, &device);
     data.poisoned = vec![5];
     let events = std::cell::RefCell::new(Vec::new());
@@ -411,7 +411,7 @@ fn nan_in_a_batch_and_in_a_gradient_skip_the_step_and_name_the_parameter() {
 #[test]
 fn repeated_bad_steps_roll_back_and_endless_ones_fail_clearly() {
     let _rng = rng();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     let data = Rows::new(64, 8, SEED + 1, false, &device);
     let config = TrainerConfig::new(16)
         .with_epochs(4)
@@ -452,7 +452,7 @@ fn repeated_bad_steps_roll_back_and_endless_ones_fail_clearly() {
 #[test]
 fn lr_finder_suggests_a_rate_that_trains() {
     let _rng = rng();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     let data = Rows::new(256, 8, SEED + 1, false, &device);
     let (m, o) = fresh(&device);
     let curve = LrFinder::new(32)
@@ -490,7 +490,7 @@ fn lr_finder_suggests_a_rate_that_trains() {
 #[test]
 fn head_only_and_bias_only_train_only_those_parameters() {
     let _rng = rng();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     let data = Rows::new(64, 8, SEED + 1, false, &device);
     for (mode, trained) in [
         (
@@ -536,7 +536,7 @@ fn head_only_and_bias_only_train_only_those_parameters() {
 #[test]
 fn keeps_the_last_n_and_falls_back_from_a_corrupt_newest() {
     let _rng = rng();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     let dir = temp("fallback");
     let ckpt = Checkpointer::new(&dir, 3).unwrap();
     let (m, o) = fresh(&device);
@@ -583,7 +583,7 @@ fn checkpoint_writer_child() {
     let Ok(dir) = std::env::var("EMBER_CKPT_CHILD_DIR") else {
         return;
     };
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     let ckpt = Checkpointer::new(&dir, 2).unwrap();
     let (mut m, mut o) = fresh(&device);
     let start = ckpt.resume(m.clone(), o.clone()).unwrap().map(|r| {
@@ -633,7 +633,7 @@ fn kill_after(dir: &Path, millis: u64) {
 #[test]
 fn survives_sigkill_during_writes() {
     let _rng = rng();
-    let device = Device::flex().autodiff();
+    let device = ember::runtime::device::cpu().autodiff();
     let dir = temp("sigkill");
     let ckpt = Checkpointer::new(&dir, 2).unwrap();
     // Pseudo-random kill times (fixed sequence, reproducible), 20 kills.
@@ -657,7 +657,7 @@ fn survives_sigkill_during_writes() {
             let y = r
                 .model
                 .valid()
-                .forward(Tensor::<2>::ones([1, 8], &Device::flex()));
+                .forward(Tensor::<2>::ones([1, 8], &ember::runtime::device::cpu()));
             assert!(y.into_data().try_to_vec::<f32>().unwrap()[0].is_finite());
         }
     }

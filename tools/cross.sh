@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cross-compiles Ember for ARM and runs what can run here under QEMU:
 #
-#   aarch64    the `ember` CLI and the test suites of ember-runtime and of the
+#   aarch64    the `ember` CLI and the test suites of ember-ops, ember-runtime and the
 #              facade's training-core parity and Trainer tests, built for
 #              aarch64-unknown-linux-gnu and run under qemu-aarch64-static;
 #              then `ember finetune --task digits` under emulation
@@ -12,7 +12,7 @@
 #
 #   ci         what .ci/run checks within its time: both ARM Linux targets
 #              built unoptimised (a fraction of the release build's time);
-#              under QEMU, ember-runtime's tests on aarch64, and `ember
+#              under QEMU, ember-ops' and ember-runtime's tests on aarch64, and `ember
 #              inspect` of a safetensors file on aarch64 and armv7
 #
 # Usage: tools/cross.sh [aarch64|armv7|thumbv7em|ci|all] [install|build|run]
@@ -63,7 +63,7 @@ if [ "$what" = aarch64 ] || [ "$what" = all ]; then
     # once (the CLI is built as the binary of ember-cli's integration test).
     # Release: the tests run under emulation. Doc tests run natively in
     # `cargo test`.
-    pkgs=(-p ember-runtime -p ember -p ember-cli)
+    pkgs=(-p ember-ops -p ember-runtime -p ember -p ember-cli)
     # No GPU under QEMU: `--cfg ember_no_gpu_tests` leaves the wgpu backend
     # (a dev-dependency of the host test build) and its tests out.
     export RUSTFLAGS="${RUSTFLAGS:-} --cfg ember_no_gpu_tests"
@@ -119,8 +119,8 @@ if [ "$what" = ci ]; then
     st=tests/fixtures/schedules.safetensors
     T=aarch64-unknown-linux-gnu
     echo "cross: $(/usr/bin/rustc --version), $T, unoptimised"
-    ci_cargo test --locked --target $T -p ember-runtime -p ember-cli --lib --test cli --no-run
-    ci_cargo test --locked --target $T -p ember-runtime -p ember-cli --lib -- --skip survives_sigkill_during_writes
+    ci_cargo test --locked --target $T -p ember-ops -p ember-runtime -p ember-cli --lib --test cli --no-run
+    ci_cargo test --locked --target $T -p ember-ops -p ember-runtime -p ember-cli --lib -- --skip survives_sigkill_during_writes
     qemu-aarch64-static -L /usr/aarch64-linux-gnu target/cross-ci/$T/debug/ember inspect "$st"
     T=armv7-unknown-linux-gnueabihf
     echo "cross: $(/usr/bin/rustc --version), $T, unoptimised"

@@ -19,7 +19,7 @@ step clippy
 cargo clippy --locked --workspace "${bare[@]}" --all-targets -- -D warnings
 
 step "no_std crates without default features"
-cargo clippy --locked -p ember-runtime -p ember-models -p ember-mcu --no-default-features -- -D warnings
+cargo clippy --locked -p ember-ops -p ember-runtime -p ember-models -p ember-mcu --no-default-features -- -D warnings
 
 step rustdoc
 export RUSTDOCFLAGS="--document-private-items -D warnings"

@@ -8,7 +8,7 @@ use ember_runtime::io::{LoadOptions, load_safetensors_bytes};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let model = MlpConfig::new(vec![3, 4, 2]).init(&Device::flex());
+    let model = MlpConfig::new(vec![3, 4, 2]).init(&ember_runtime::device::cpu());
     for strict in [true, false] {
         let options = LoadOptions::default().strict(strict);
         let _ = load_safetensors_bytes(model.clone(), data.to_vec(), "fuzz.safetensors", &options);

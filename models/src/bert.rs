@@ -12,14 +12,10 @@ use alloc::vec::Vec;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
-use burn::tensor::module::attention;
-use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Int, Tensor};
-use ember_runtime::activation::gelu;
-use ember_runtime::layout::column_major_param;
-use ember_runtime::norm;
+use ember_runtime::ops::{gelu, layer_norm, layout};
 use ember_runtime::peft::{Lora, LoraConfig, forward_with};
-use ember_runtime::precision::{self, add, linear, matmul, to_f32};
+use ember_runtime::precision::{self, add, linear, to_f32};
 
 /// `(regex, replacement)` from Hugging Face keys to Ember's module paths.
 pub const HF_REMAP: (&str, &str) = (r"\.attention\.self\.", ".attention.self_attn.");
@@ -239,15 +235,16 @@ impl BertModel {
         model
     }
 
-    /// Stores every `Linear` weight column-major
-    /// ([`ember_runtime::layout::column_major`]): on the CPU backend a
-    /// product with few rows (one short sentence) then reads each weight
-    /// sequentially instead of with a stride of a row per element. Values,
-    /// names, ids and gradients are unchanged, and products with many rows
-    /// run at the same speed. [`SentenceEncoder::from_dir`](crate::sentence::SentenceEncoder::from_dir)
-    /// does this on the CPU backend.
-    pub fn with_column_major_weights(mut self) -> Self {
-        let relayout = |l: &mut Linear| l.weight = column_major_param(l.weight.clone());
+    /// Stores every `Linear` weight in the layout that few-row products
+    /// read fastest on its device ([`layout::for_inference`]: column-major
+    /// on the CPU backend, where a product with few rows — one short
+    /// sentence — then reads each weight sequentially instead of with a
+    /// stride of a row per element). Values, names, ids and gradients are
+    /// unchanged, and products with many rows run at the same speed.
+    /// [`SentenceEncoder::from_dir`](crate::sentence::SentenceEncoder::from_dir)
+    /// does this.
+    pub fn with_inference_layout(mut self) -> Self {
+        let relayout = |l: &mut Linear| l.weight = layout::for_inference(l.weight.clone());
         for layer in &mut self.encoder.layer {
             let attn = &mut layer.attention.self_attn;
             for l in [&mut attn.query, &mut attn.key, &mut attn.value] {
@@ -299,37 +296,13 @@ impl BertSelfAttention {
         ));
         let k = split(forward_with(&self.key, self.key_lora.as_ref(), x.clone()));
         let v = split(forward_with(&self.value, self.value_lora.as_ref(), x));
-        if fused_attention_applies(&q, &k, &v) {
-            // Inference on the CPU backend: one kernel per head (scores,
-            // bias, softmax and the product with V) instead of materialising
-            // scores and probabilities as separate tensors.
-            let bias = mask_bias.expand([b, 1, l, l]);
-            let out = attention(q, k, v, None, Some(bias), AttentionModuleOptions::default());
-            return out.swap_dims(1, 2).reshape([b, l, h]);
-        }
-        // Scores in the compute type; scaling, mask and softmax as one fp32
-        // op (autocast's lists).
-        let scores = matmul(q, k.swap_dims(2, 3));
-        let probs = precision::attention_softmax(
-            scores,
-            1.0 / (dh as f32).sqrt(),
-            Some(mask_bias.reshape([b, l])),
-        );
-        // The softmax keeps its fp32 output for backward: the product reuses
-        // it instead of keeping a low-precision copy beside it.
-        precision::matmul_reusing_lhs(probs, v)
+        // Scores and products in the compute type; scaling, mask and
+        // softmax as one fp32 op (autocast's lists), whose output the
+        // product with V reuses for backward.
+        precision::attention(q, k, v, Some(mask_bias.reshape([b, l])))
             .swap_dims(1, 2)
             .reshape([b, l, h])
     }
-}
-
-/// Whether attention can run as Burn's fused kernel: fp32 inference (nothing
-/// tracked for backward) on the CPU backend. Training keeps the composition,
-/// whose ops Burn differentiates; other devices keep it too.
-fn fused_attention_applies(q: &Tensor<4>, k: &Tensor<4>, v: &Tensor<4>) -> bool {
-    !(precision::current().is_reduced() || q.is_tracked() || k.is_tracked() || v.is_tracked())
-        && q.dtype() == burn::tensor::DType::F32
-        && q.device().inner() == Device::flex()
 }
 
 impl BertLayer {
@@ -337,14 +310,14 @@ impl BertLayer {
     pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         let attn = self.attention.self_attn.forward(x.clone(), mask_bias);
         let out = &self.attention.output;
-        let attn = norm::layer_norm(
+        let attn = layer_norm(
             &out.LayerNorm,
             out.layer_norm_eps,
             to_f32(add(linear(&out.dense, attn), x)),
         );
         let inter = gelu(linear(&self.intermediate.dense, attn.clone()));
         let out = &self.output;
-        norm::layer_norm(
+        layer_norm(
             &out.LayerNorm,
             out.layer_norm_eps,
             to_f32(add(linear(&out.dense, inter), attn)),
@@ -377,7 +350,7 @@ impl BertModel {
         let x = e.word_embeddings.forward(input_ids)
             + e.position_embeddings.forward(positions)
             + e.token_type_embeddings.forward(types);
-        norm::layer_norm(&e.LayerNorm, e.layer_norm_eps, x)
+        layer_norm(&e.LayerNorm, e.layer_norm_eps, x)
     }
 
     /// The additive attention bias of a `[batch, len]` mask (1 = token,

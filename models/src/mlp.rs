@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn torch_keys_follow_sequential_indices() {
-        let device = Device::flex();
+        let device = ember_runtime::device::cpu();
         let plain = MlpConfig::new(alloc::vec![4, 8, 8, 1]).init(&device);
         assert_eq!(
             plain.torch_key("layers.0.weight").as_deref(),

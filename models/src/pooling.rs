@@ -163,7 +163,7 @@ impl Pooling {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Device, TensorData};
+    use burn::tensor::TensorData;
 
     fn rows(t: Tensor<2>) -> Vec<f32> {
         t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
@@ -173,7 +173,7 @@ mod tests {
     /// each mode's result follows from its definition.
     #[test]
     fn every_mode_by_hand() {
-        let device = Device::flex();
+        let device = ember_runtime::device::cpu();
         let hidden = Tensor::<3>::from_data(
             TensorData::new(alloc::vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 100.0], [2, 3, 1]),
             &device,

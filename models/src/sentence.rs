@@ -374,13 +374,9 @@ impl SentenceEncoder {
             .remap(HF_REMAP.0, HF_REMAP.1)
             .ignore_unexpected(r"^embeddings\.position_ids$");
         let (model, _) = load_safetensors(config.init(device), &weights, &options)?;
-        // Few-row products (a short sentence) read column-major weights
-        // sequentially on the CPU backend (`ember_runtime::layout`).
-        let model = if device.clone().inner() == Device::flex() {
-            model.with_column_major_weights()
-        } else {
-            model
-        };
+        // Few-row products (a short sentence) read the weights in the
+        // device's inference layout (`ember_runtime::ops::layout`).
+        let model = model.with_inference_layout();
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

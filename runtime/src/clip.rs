@@ -20,7 +20,7 @@
 //! use burn::tensor::{Device, Tensor};
 //! use ember_runtime::clip::GlobalNormClip;
 //!
-//! let device = Device::flex().autodiff();
+//! let device = ember_runtime::device::cpu().autodiff();
 //! let model = LinearConfig::new(4, 1).init(&device);
 //! let x = Tensor::<2>::ones([8, 4], &device).mul_scalar(100.0);
 //! let loss = model.forward(x).sum();
@@ -213,18 +213,17 @@ pub fn combine_norms(norms: Vec<Tensor<1>>, norm_type: NormType) -> f32 {
 mod tests {
     use super::*;
     use burn::nn::LinearConfig;
-    use burn::tensor::Device;
 
     #[test]
     fn no_gradients_give_a_zero_norm() {
-        let model = LinearConfig::new(2, 2).init(&Device::flex().autodiff());
+        let model = LinearConfig::new(2, 2).init(&crate::device::cpu().autodiff());
         let mut grads = GradientsParams::new();
         assert_eq!(GlobalNormClip::new(1.0).clip(&model, &mut grads), Ok(0.0));
     }
 
     #[test]
     fn invalid_arguments_are_errors() {
-        let model = LinearConfig::new(2, 2).init(&Device::flex().autodiff());
+        let model = LinearConfig::new(2, 2).init(&crate::device::cpu().autodiff());
         let mut grads = GradientsParams::new();
         assert!(matches!(
             GlobalNormClip::new(-1.0).clip(&model, &mut grads),

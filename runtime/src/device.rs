@@ -9,7 +9,7 @@
 //!
 //! | name | Cargo feature | Burn device |
 //! |---|---|---|
-//! | `cpu` (alias `flex`) | always | `Device::flex()` |
+//! | `cpu` (alias `flex`) | always | [`cpu()`]: Burn's CPU backend |
 //! | `wgpu` | `wgpu` | `Device::wgpu(DefaultDevice)`: the best adapter, its native shader language or WGSL |
 //! | `vulkan` | `vulkan` | `Device::vulkan(DefaultDevice)`: pinned to Vulkan, SPIR-V kernels |
 //! | `metal` | `metal` | `Device::metal(DefaultDevice)`: pinned to Metal, MSL kernels |
@@ -19,7 +19,7 @@
 //! use ember_runtime::device::{self, Backend};
 //!
 //! let cpu = device::init(Backend::Cpu).unwrap();
-//! assert_eq!(cpu, burn::tensor::Device::flex());
+//! assert_eq!(cpu, device::cpu());
 //! assert_eq!("flex".parse::<Backend>().unwrap(), Backend::Cpu);
 //! assert!("tpu".parse::<Backend>().unwrap_err().to_string().contains("unknown device `tpu`"));
 //! ```
@@ -125,6 +125,18 @@ fn compiled_list() -> String {
     format!("this build has: {}", names.join(", "))
 }
 
+/// The CPU device (Burn's CPU backend, burn-flex), always available; no
+/// autodiff (call `.autodiff()` for training).
+///
+/// ```
+/// let device = ember_runtime::device::cpu().autodiff();
+/// let x = burn::tensor::Tensor::<1>::ones([2], &device);
+/// assert_eq!(x.sum().into_scalar::<f32>(), 2.0);
+/// ```
+pub fn cpu() -> Device {
+    ember_ops::cpu_device()
+}
+
 /// Brings up `backend`'s device, or says why it cannot: not compiled in
 /// (with the Cargo feature to enable), or compiled in but absent on this
 /// machine (no adapter, no driver). The returned device has no autodiff;
@@ -144,7 +156,7 @@ pub fn init(backend: Backend) -> Result<Device, Error> {
         });
     }
     match backend {
-        Backend::Cpu => Ok(Device::flex()),
+        Backend::Cpu => Ok(cpu()),
         #[cfg(feature = "wgpu")]
         Backend::Wgpu => init_wgpu(backend, burn::tensor::wgpu::WgpuBackend::Auto),
         #[cfg(feature = "vulkan")]
@@ -353,7 +365,7 @@ fn init_cuda() -> Result<Device, Error> {
 ///
 /// ```
 /// let device = ember_runtime::device::select(Some("cpu")).unwrap();
-/// assert_eq!(device, burn::tensor::Device::flex());
+/// assert_eq!(device, ember_runtime::device::cpu());
 /// ```
 #[cfg(feature = "std")]
 pub fn select(choice: Option<&str>) -> Result<Device, Error> {
@@ -401,6 +413,6 @@ mod tests {
             let e = init(b).unwrap_err().to_string();
             assert!(e.contains(&format!("--features {}", b.name())), "{e}");
         }
-        assert_eq!(init(Backend::Cpu).unwrap(), Device::flex());
+        assert_eq!(init(Backend::Cpu).unwrap(), cpu());
     }
 }

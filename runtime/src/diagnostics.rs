@@ -12,7 +12,7 @@
 //! use burn::tensor::{Device, Tensor};
 //! use ember_runtime::diagnostics::{GradMonitor, GradReport};
 //!
-//! let device = Device::flex().autodiff();
+//! let device = ember_runtime::device::cpu().autodiff();
 //! let model = LinearConfig::new(4, 2).init(&device);
 //! let loss = model.forward(Tensor::<2>::ones([3, 4], &device)).sum();
 //! let grads = GradientsParams::from_grads(loss.backward(), &model);

@@ -10,7 +10,7 @@
 //! use burn::tensor::Device;
 //! use ember_runtime::freeze::{set_trainable, trainable_count, TrainMode};
 //!
-//! let linear = LinearConfig::new(4, 3).init(&Device::flex().autodiff());
+//! let linear = LinearConfig::new(4, 3).init(&ember_runtime::device::cpu().autodiff());
 //! let bias_only = set_trainable(linear, |param| TrainMode::BiasOnly { also: vec![] }.trains(param));
 //! assert_eq!(trainable_count(&bias_only), (3, 15));
 //! ```
@@ -217,14 +217,13 @@ mod tests {
     fn lora_mode_finds_adapters_by_their_type() {
         use crate::peft::{Lora, LoraConfig};
         use burn::nn::{Linear, LinearConfig};
-        use burn::tensor::Device;
 
         #[derive(Module, Debug)]
         struct Adapted {
             base: Linear,
             base_lora: Lora,
         }
-        let device = Device::flex().autodiff();
+        let device = crate::device::cpu().autodiff();
         let model = Adapted {
             base: LinearConfig::new(4, 3).init(&device),
             base_lora: LoraConfig::new(2).init(4, 3, &device),

@@ -3,10 +3,10 @@
 //! The training half of an on-device ML runtime, on top of [Burn](burn): what
 //! Burn does not provide for PyTorch-faithful fine-tuning on small machines.
 //!
-//! * [`activation`]: GELU with its exact gradient on every backend (Burn's
-//!   GPU backends differentiate the tanh approximation), vectorised for
-//!   inference on the CPU; softmax that keeps only its output for
-//!   backward.
+//! * [`ops`]: the ops layer beneath (the crate `ember-ops`): GELU,
+//!   softmax, layer norm, linear layers, attention and the Adam update as
+//!   differentiable ops with their CPU kernels; weight layouts, the thread
+//!   pool, the random generator.
 //! * [`checkpoint`] (std): atomic, verified checkpoints (model, optimizer,
 //!   training state), keep-last-N, resume from the newest valid one.
 //! * [`clip`]: global-norm gradient clipping with `torch.nn.utils.clip_grad_norm_`
@@ -37,18 +37,12 @@
 //!   features, empty inputs, label range, class balance).
 //! * [`freeze`]: freezing by parameter path; LoRA-only, bias-only and
 //!   head-only training.
-//! * [`layout`]: weights stored column-major for products with few rows
-//!   (batch-1 inference) on the CPU backend.
 //! * [`lr_find`]: the learning-rate range test.
 //! * [`memory`]: a counting global allocator (live bytes, peak, allocation
 //!   count) with an optional heap budget.
 //! * [`plan`]: choosing batch size, precision and recomputation for a
 //!   memory budget, from measured peaks.
-//! * [`norm`]: layer norm as one differentiable op that keeps only its
-//!   input for backward.
 //! * [`params`]: walking a module's parameters by path.
-//! * [`threads`] (std): keeping small work (a forward pass over a few
-//!   tokens) off the CPU backend's thread pool.
 //! * [`train`]: the training loop as a library ([`train::Trainer`]): gradient
 //!   accumulation, evaluation, early stopping, callbacks, anomaly detection
 //!   with rollback, checkpoints and resumption.
@@ -63,7 +57,6 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
-pub mod activation;
 pub mod clip;
 pub mod data;
 pub mod device;
@@ -72,25 +65,22 @@ mod error;
 pub mod freeze;
 #[cfg(feature = "std")]
 pub mod io;
-#[cfg(feature = "simd")]
-mod kernel;
-pub mod layout;
 pub mod loss;
 pub mod lr_find;
 pub mod memory;
-pub mod norm;
 pub mod optim;
 pub mod params;
 pub mod peft;
 pub mod plan;
 pub mod precision;
 pub mod recompute;
-pub mod rng;
 pub mod schedule;
-#[cfg(feature = "std")]
-pub mod threads;
 pub mod train;
 
+/// The ops layer: differentiable ops and CPU kernels (the crate `ember-ops`).
+pub use ember_ops as ops;
+/// The one generator for Ember's own random decisions.
+pub use ember_ops::rng;
 pub use error::Error;
 /// Crash-safe training checkpoints (std), part of [`train`].
 #[cfg(feature = "std")]

@@ -13,7 +13,7 @@
 //! use burn::tensor::{Device, Tensor};
 //! use ember_runtime::loss::{bce_with_logits, mse};
 //!
-//! let d = Device::flex();
+//! let d = ember_runtime::device::cpu();
 //! let x = Tensor::<2>::from_floats([[1000.0, -1000.0]], &d);
 //! let t = Tensor::<2>::from_floats([[1.0, 0.0]], &d);
 //! assert_eq!(bce_with_logits(x.clone(), t.clone()).into_scalar::<f32>(), 0.0);

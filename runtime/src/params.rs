@@ -100,7 +100,7 @@ impl ModuleVisitor for Collect<'_> {
 /// use burn::tensor::Device;
 /// use ember_runtime::params::parameters;
 ///
-/// let linear = LinearConfig::new(3, 2).init(&Device::flex());
+/// let linear = LinearConfig::new(3, 2).init(&ember_runtime::device::cpu());
 /// let paths: Vec<_> = parameters(&linear, None).into_iter().map(|p| p.path).collect();
 /// assert_eq!(paths, ["weight", "bias"]);
 /// ```

@@ -19,7 +19,7 @@
 //! use burn::tensor::{Device, Tensor};
 //! use ember_runtime::peft::{Lora, LoraConfig};
 //!
-//! let device = Device::flex().autodiff();
+//! let device = ember_runtime::device::cpu().autodiff();
 //! let base = LinearConfig::new(16, 8).init(&device);
 //! let lora: Lora = LoraConfig::new(4).with_alpha(8.0).init(16, 8, &device);
 //! let x = Tensor::<2>::ones([2, 16], &device);
@@ -214,7 +214,7 @@ mod tests {
                 self.0.push(container_type.into());
             }
         }
-        let lora = LoraConfig::new(2).init(4, 3, &Device::flex());
+        let lora = LoraConfig::new(2).init(4, 3, &crate::device::cpu());
         let mut seen = Containers(Vec::new());
         lora.visit(&mut seen);
         assert!(
@@ -234,7 +234,7 @@ mod tests {
             value: Linear,
             value_lora: Option<Lora>,
         }
-        let device = Device::flex();
+        let device = crate::device::cpu();
         let model = Adapted {
             lora_like: LinearConfig::new(4, 3).init(&device),
             value: LinearConfig::new(4, 3).init(&device),

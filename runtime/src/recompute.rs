@@ -57,7 +57,7 @@
 //!     fn head(&self, x: Tensor<2>, (_, y): &Self::Batch, _: &()) -> Output { Output::new(mse(x, y.clone()), 4) }
 //! }
 //!
-//! let device = Device::flex().autodiff();
+//! let device = ember_runtime::device::cpu().autodiff();
 //! let model = Deep { blocks: (0..9).map(|_| LinearConfig::new(8, 8).init(&device)).collect() };
 //! let batch = (Tensor::<2>::ones([4, 8], &device), Tensor::<2>::zeros([4, 8], &device));
 //! let (_, plain) = forward_backward(&model, &batch, Strategy::None, 1.0);
@@ -211,7 +211,7 @@ fn model_device<M: Module>(model: &M) -> Device {
         .devices()
         .into_iter()
         .next()
-        .unwrap_or_else(|| Device::flex().autodiff())
+        .unwrap_or_else(|| crate::device::cpu().autodiff())
 }
 
 /// One step's forward and backward under `strategy`: the output (its loss

@@ -38,7 +38,7 @@
 //! use burn::tensor::{Device, FloatDType, Tensor};
 //! use ember_runtime::precision::{self, Precision};
 //!
-//! let device = Device::flex().autodiff();
+//! let device = ember_runtime::device::cpu().autodiff();
 //! let layer = LinearConfig::new(8, 4).init(&device);
 //! let x = Tensor::<2>::ones([2, 8], &device);
 //! let y = precision::autocast(Precision::Bf16, || precision::linear(&layer, x.clone()));
@@ -65,14 +65,12 @@ use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::Error;
 
-mod bias;
-mod cast_matmul;
 mod ops;
 mod scaler;
 
 pub use ops::{
-    add, attention_softmax, cast_module, conv1d, conv2d, layer_norm, linear, log_softmax, matmul,
-    matmul_reusing_lhs, softmax,
+    add, attention, attention_softmax, cast_module, conv1d, conv2d, layer_norm, linear,
+    log_softmax, matmul, matmul_reusing_lhs, softmax,
 };
 pub use scaler::{LossScaler, LossScalerConfig, Unscaled};
 

@@ -6,7 +6,8 @@ use burn::nn::conv::{Conv1d, Conv2d};
 use burn::nn::{LayerNorm, Linear};
 use burn::tensor::{FloatDType, Tensor};
 
-use super::{bias, cast_matmul, current, to_f32};
+use super::{current, to_f32};
+use crate::ops;
 
 /// `a + b`; when their types differ, in fp32 (PyTorch's type promotion for
 /// the mixes autocast produces).
@@ -18,52 +19,20 @@ pub fn add<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     }
 }
 
-/// `Linear` in the compute type: input, weight and bias cast inside the graph.
-/// For backward it keeps the input in the compute type and the fp32 weight
-/// itself, not a low-precision copy of the weight: the product's backward
-/// casts the weight again (PyTorch's autocast keeps the copy, two bytes per
-/// weight).
+/// `Linear` in the compute type: input, weight and bias cast inside the graph
+/// ([`ops::linear()`]). For backward it keeps the input in the compute type and
+/// the fp32 weight itself, not a low-precision copy of the weight: the
+/// product's backward casts the weight again (PyTorch's autocast keeps the
+/// copy, two bytes per weight). Outside autocast, `x·W + b` in fp32 with the
+/// bias added by one op.
 pub fn linear<const D: usize>(layer: &Linear, x: Tensor<D>) -> Tensor<D> {
     let p = current();
-    if !p.is_reduced() {
-        let x = to_f32(x);
-        // `x·W + b` as Burn's `Linear` computes it, with the bias added by
-        // one op (in place and split over the threads on the CPU).
-        let forward = |x: Tensor<2>| {
-            let y = x.matmul(layer.weight.val());
-            match &layer.bias {
-                Some(b) => bias::add_bias(y, b.val()),
-                None => y,
-            }
-        };
-        return if D >= 2 {
-            fold_rows(x, forward)
-        } else {
-            layer.forward(x)
-        };
+    let (w, b) = (layer.weight.val(), layer.bias.as_ref().map(|b| b.val()));
+    if p.is_reduced() {
+        ops::linear(x, w, b, Some(p.dtype()))
+    } else {
+        ops::linear(to_f32(x), w, b, None)
     }
-    let dt = p.dtype();
-    cast_matmul::linear(
-        x,
-        layer.weight.val(),
-        layer.bias.as_ref().map(|b| b.val()),
-        dt,
-    )
-}
-
-/// `f` applied to `x [.., d]` viewed as one matrix `[rows, d]` (the leading
-/// dimensions folded into the rows), its output `[rows, e]` given back the
-/// leading dimensions. For a linear layer on a `[batch, tokens, d]` input,
-/// the product then runs as one matrix product over all tokens (split over
-/// the thread pool by rows), with the same values, instead of a product per
-/// batch item; its gradients are the same one-matrix products.
-fn fold_rows<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Tensor<D> {
-    let dims = x.dims();
-    let rows: usize = dims[..D - 1].iter().product();
-    let y = f(x.reshape([rows, dims[D - 1]]));
-    let mut out = dims;
-    out[D - 1] = y.dims()[1];
-    y.reshape(out)
 }
 
 /// Matrix product in the compute type.
@@ -79,13 +48,29 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
 /// broadcasting), for an `a` that backward keeps anyway in its own type —
 /// the fp32 output of [`softmax`] before the product with the values in
 /// attention: backward casts `a` again instead of keeping a low-precision
-/// copy of it beside the original. Same values as [`matmul`].
+/// copy of it beside the original ([`ops::matmul_keeping_lhs()`]). Same values
+/// as [`matmul`].
 pub fn matmul_reusing_lhs<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     let p = current();
     if !p.is_reduced() {
         return to_f32(a).matmul(to_f32(b));
     }
-    cast_matmul::matmul_keeping_lhs(a, b, p.dtype())
+    ops::matmul_keeping_lhs(a, b, p.dtype())
+}
+
+/// Attention ([`ops::attention()`]) in the compute type: the products in it,
+/// the scaling, key mask and softmax in fp32.
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    key_bias: Option<Tensor<2>>,
+) -> Tensor<4> {
+    let p = current();
+    if !p.is_reduced() {
+        return ops::attention(to_f32(q), to_f32(k), to_f32(v), key_bias.map(to_f32), None);
+    }
+    ops::attention(q, k, v, key_bias, Some(p.dtype()))
 }
 
 /// Casts every float parameter of a module copy to `dtype` inside the graph
@@ -133,17 +118,16 @@ pub fn layer_norm<const D: usize>(layer: &LayerNorm, x: Tensor<D>) -> Tensor<D> 
     layer.forward(to_f32(x))
 }
 
-/// Softmax in fp32 ([`crate::activation::softmax`]: backward keeps only the
-/// output).
+/// Softmax in fp32 ([`ops::softmax()`]: backward keeps only the output).
 pub fn softmax<const D: usize>(x: Tensor<D>, dim: usize) -> Tensor<D> {
-    crate::activation::softmax(to_f32(x), dim)
+    ops::softmax(to_f32(x), dim)
 }
 
-/// [`crate::activation::attention_softmax`] in fp32 (autocast's softmax
+/// [`ops::attention_softmax()`] in fp32 (autocast's softmax
 /// list): attention's probabilities from its scores, a factor and a
 /// `[batch, keys]` additive key mask.
 pub fn attention_softmax(scores: Tensor<4>, scale: f32, key_bias: Option<Tensor<2>>) -> Tensor<4> {
-    crate::activation::attention_softmax(to_f32(scores), scale, key_bias.map(to_f32))
+    ops::attention_softmax(to_f32(scores), scale, key_bias.map(to_f32))
 }
 
 /// Log-softmax in fp32.

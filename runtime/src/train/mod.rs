@@ -54,7 +54,7 @@
 //!     }
 //! }
 //!
-//! let device = Device::flex().autodiff();
+//! let device = ember_runtime::device::cpu().autodiff();
 //! device.seed(0);
 //! let model: Linear = LinearConfig::new(1, 1).init(&device);
 //! let data = Line((0..32).map(|i| i as f32 / 32.0).collect());

@@ -5,7 +5,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::Device;
 use ember_models::sentence::SentenceEncoder;
 
 use ember_runtime::memory::peak_rss_mib;
@@ -25,7 +24,8 @@ pub fn embed(
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let encoder = SentenceEncoder::from_dir(model, &Device::flex()).map_err(|e| e.to_string())?;
+    let encoder = SentenceEncoder::from_dir(model, &ember_runtime::device::cpu())
+        .map_err(|e| e.to_string())?;
     let time = |batch: &[&str]| -> Result<f64, String> {
         for _ in 0..warmup {
             encoder

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use ember_models::classifier::SentenceClassifier;
 use ember_models::residual::ResidualMlpConfig;
 use ember_models::sentence::SentenceEncoder;
@@ -188,7 +188,7 @@ pub fn memory(
     };
     for &workload in workloads {
         for &c in &configs {
-            let device = Device::flex().autodiff();
+            let device = ember_runtime::device::cpu().autodiff();
             let device = if c.recompute == Strategy::Balanced {
                 device.gradient_checkpointing()
             } else {

@@ -149,7 +149,10 @@ fn gemm_shapes(cpu: &Device, timing: Timing) -> Vec<(f64, f64)> {
             };
             let rate = || matmul_gflops(&a, &b, timing);
             // A work measure of 0 below a threshold of 1: one thread.
-            (ember_runtime::threads::serial_below(0, 1, rate), rate())
+            (
+                ember_runtime::ops::threads::serial_below(0, 1, rate),
+                rate(),
+            )
         })
         .collect()
 }
@@ -391,7 +394,7 @@ fn round(
     selection: &Selection,
     threads: usize,
 ) -> Result<Round, String> {
-    let cpu = Device::flex();
+    let cpu = ember_runtime::device::cpu();
     let normal = Distribution::Normal(0.0, 1.0);
     let rows = workloads(model_dir, &cpu, timing, selection)?;
     let shapes = selection
@@ -658,7 +661,7 @@ pub fn devices(
     eprintln!("on {backend} ({adapter}):");
     let on_device = workloads(model_dir, &gpu, timing, selection)?;
     eprintln!("on the CPU backend:");
-    let on_cpu = workloads(model_dir, &Device::flex(), timing, selection)?;
+    let on_cpu = workloads(model_dir, &ember_runtime::device::cpu(), timing, selection)?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);

@@ -16,7 +16,7 @@ use alloc::vec;
 use burn::module::Module;
 use burn::nn::LinearConfig;
 use burn::optim::GradientsParams;
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use ember_runtime::clip::GlobalNormClip;
 use ember_runtime::loss::mse;
 use ember_runtime::optim;
@@ -25,7 +25,7 @@ use ember_runtime::schedule::{Cosine, Schedule};
 
 /// One training step; the entry point in [`platform`] calls it.
 pub fn train_step() -> u32 {
-    let device = Device::flex().autodiff();
+    let device = ember_runtime::device::cpu().autodiff();
     let model = LinearConfig::new(4, 1).init(&device);
     let x = Tensor::<2>::from_data(TensorData::new(vec![1.0f32; 8], [2, 4]), &device);
     let y = Tensor::<2>::zeros([2, 1], &device);

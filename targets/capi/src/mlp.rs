@@ -52,7 +52,7 @@ impl EmberMlp {
     /// A network of `spec`'s shape with PyTorch's default initialisation,
     /// drawn from `spec.seed`.
     pub fn new(spec: &MlpSpec) -> Self {
-        let device = Device::flex().autodiff();
+        let device = ember_runtime::device::cpu().autodiff();
         let config = MlpConfig::new(spec.sizes.clone()).with_dropout(spec.dropout);
         let model = {
             let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());

@@ -385,7 +385,7 @@ impl Learner {
             });
         }
 
-        let plain = Device::flex();
+        let plain = ember_runtime::device::cpu();
         let device = plain.clone().autodiff();
         let (w, h) = (config.window, config.hidden);
         let mut rng = SplitMix64::new(config.seed);

@@ -5,15 +5,15 @@
 //! product with many rows the matrix multiply packs `W` into cache-sized
 //! panels first and the stride does not matter; for a product with a handful
 //! of rows (one short sentence, one sample) there is no packing and every
-//! step along `k` lands on another page: encoding one 9-token sentence with
-//! MiniLM spent 89 % of its time in the GEMM micro-kernel reading its 42 MB
-//! of projection weights at under 3 GB/s. Stored column-major (PyTorch's own
+//! step along `k` lands on another page. Stored column-major (PyTorch's own
 //! `[d_out, d_in]` order, viewed as `[d_in, d_out]`) the same product reads
-//! `W` sequentially; products with many rows are unaffected (BENCHMARKS.md).
+//! `W` sequentially; products with many rows are unaffected (the measured
+//! effect is in BENCHMARKS.md). [`for_inference`] picks the layout for the
+//! weight's device.
 //!
 //! ```
-//! use ember_runtime::burn::tensor::{Device, Tensor};
-//! use ember_runtime::layout::column_major;
+//! use burn::tensor::{Device, Tensor};
+//! use ember_ops::layout::column_major;
 //!
 //! let device = Device::flex();
 //! let w = Tensor::<2>::from_floats([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], &device);
@@ -24,7 +24,7 @@
 //! ```
 
 use burn::module::Param;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
 
 /// `w` with the same shape, values, dtype and device, stored column-major
 /// (its transpose materialised, viewed transposed back). Whether it needs a
@@ -46,11 +46,22 @@ pub fn column_major_param(w: Param<Tensor<2>>) -> Param<Tensor<2>> {
     w.map(column_major)
 }
 
+/// The layout in which products with few rows read a weight fastest on its
+/// device: [`column_major_param`] on the CPU backend, the parameter as it is
+/// on every other device.
+pub fn for_inference(w: Param<Tensor<2>>) -> Param<Tensor<2>> {
+    if w.device().inner() == Device::flex() {
+        column_major_param(w)
+    } else {
+        w
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use alloc::vec::Vec;
-    use burn::tensor::{Device, TensorData};
+    use burn::tensor::TensorData;
 
     /// Small integers: every product and sum is exact in f32, whatever the
     /// summation order, so both layouts must give identical results.

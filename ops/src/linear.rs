@@ -1,5 +1,6 @@
-//! A matrix product in a reduced type whose backward pass keeps the fp32
-//! weight instead of its low-precision copy.
+//! Linear layers: `x·w + b` in the types given, or in a reduced type as a
+//! matrix product whose backward pass keeps the fp32 weight instead of its
+//! low-precision copy.
 //!
 //! Composed from Burn's ops, `cast(x) @ cast(w)` keeps both casts for
 //! backward: two bytes per weight on top of the fp32 master weight, which for
@@ -10,7 +11,7 @@
 //! * for `dw = xᵀ·g`: the input in the compute type (half the bytes of an
 //!   fp32 activation), only when the weight is trainable — or the input as
 //!   given, cast again in backward, when something else keeps it anyway
-//!   (attention's softmax output, [`super::matmul_reusing_lhs`]);
+//!   (attention's softmax output, [`matmul_keeping_lhs`]);
 //! * for `dx = g·wᵀ`: a reference to the weight as it is (the fp32 master,
 //!   which exists anyway), only when the input needs a gradient; backward
 //!   casts it again.
@@ -27,6 +28,8 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, TensorMetadata, backend_extension};
 use burn::tensor::{FloatDType, Tensor};
+
+use crate::bias::add_bias;
 
 /// The operation, per backend.
 #[backend_extension(Autodiff, Flex, Cube: cfg(any(feature = "wgpu", feature = "cuda")))]
@@ -119,32 +122,55 @@ impl<B: CastMatmulOps, C: CheckpointStrategy> CastMatmulOps for Autodiff<B, C> {
     }
 }
 
-/// `cast(x, dtype) @ cast(w, dtype) + cast(b, dtype)` for `x` `[.., k]`, `w`
-/// `[k, m]` and `b` `[m]`, with the leading dimensions of `x` folded into one
-/// product as PyTorch's linear does; backward keeps the input in `dtype` and
-/// the weight as given (see the module documentation).
-pub(crate) fn linear<const D: usize>(
+/// A linear layer `x·w + b` for `x [.., k]`, `w [k, m]` (Burn's layout)
+/// and `b [m]`, with the leading dimensions of `x` folded into one matrix
+/// product (split over the thread pool by rows on the CPU, and with the
+/// same values as a product per batch item); its gradients are the same
+/// one-matrix products.
+///
+/// * `compute = None`: in the types given (fp32 training and inference);
+///   the bias is added by [`add_bias`] (in place on the CPU).
+/// * `compute = Some(dtype)`: autocast's product: `x`, `w` and `b` cast to
+///   `dtype` inside the graph, backward keeping the input in `dtype` and
+///   the weight as given (see the module documentation).
+pub fn linear<const D: usize>(
     x: Tensor<D>,
     w: Tensor<2>,
     b: Option<Tensor<1>>,
-    dtype: FloatDType,
+    compute: Option<FloatDType>,
 ) -> Tensor<D> {
+    fold_rows(x, |x| match compute {
+        None => {
+            let y = x.matmul(w);
+            match b {
+                Some(b) => add_bias(y, b),
+                None => y,
+            }
+        }
+        Some(dtype) => {
+            let y: Tensor<2> = Tensor::from_dispatch(Dispatch::cast_matmul(
+                x.into_dispatch(),
+                w.into_dispatch(),
+                dtype,
+                false,
+            ));
+            match b {
+                Some(b) => y + b.cast(dtype).unsqueeze(),
+                None => y,
+            }
+        }
+    })
+}
+
+/// `f` applied to `x [.., d]` viewed as one matrix `[rows, d]` (the leading
+/// dimensions folded into the rows), its output `[rows, e]` given back the
+/// leading dimensions.
+fn fold_rows<const D: usize>(x: Tensor<D>, f: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Tensor<D> {
     let dims = x.dims();
-    let k = dims[D - 1];
-    let m = w.dims()[1];
-    let rows = dims[..D - 1].iter().product::<usize>();
-    let x2: Tensor<2> = x.reshape([rows, k]);
-    let mut y: Tensor<2> = Tensor::from_dispatch(Dispatch::cast_matmul(
-        x2.into_dispatch(),
-        w.into_dispatch(),
-        dtype,
-        false,
-    ));
-    if let Some(b) = b {
-        y = y + b.cast(dtype).unsqueeze();
-    }
+    let rows: usize = dims[..D - 1].iter().product();
+    let y = f(x.reshape([rows, dims[D - 1]]));
     let mut out = dims;
-    out[D - 1] = m;
+    out[D - 1] = y.dims()[1];
     y.reshape(out)
 }
 
@@ -152,7 +178,7 @@ pub(crate) fn linear<const D: usize>(
 /// m]` with the same leading dimensions, keeping `a` as given for backward
 /// (and casting it again there): for an `a` that backward keeps anyway, such
 /// as a softmax output, no low-precision copy is kept beside it.
-pub(crate) fn matmul_keeping_lhs<const D: usize>(
+pub fn matmul_keeping_lhs<const D: usize>(
     a: Tensor<D>,
     b: Tensor<D>,
     dtype: FloatDType,

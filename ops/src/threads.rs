@@ -4,13 +4,11 @@
 //! rayon pool of all cores. For work whose kernels are too small to gain
 //! from that, the hand-offs can cost more than they save. [`serial_below`]
 //! runs a piece of work on a one-thread pool when it is small, so every
-//! kernel inside it runs on that thread. Measure before using it: MiniLM's
-//! sentence encoder used it for batches under 64 tokens until its few-row
-//! products were split over the pool, after which one short sentence
-//! encoded faster on two threads than on one (BENCHMARKS.md).
+//! kernel inside it runs on that thread. Measure before using it: it pays
+//! only where the kernels are too small to split (BENCHMARKS.md).
 //!
 //! ```
-//! let sum = ember_runtime::threads::serial_below(10, 64, || (0..10).sum::<i32>());
+//! let sum = ember_ops::threads::serial_below(10, 64, || (0..10).sum::<i32>());
 //! assert_eq!(sum, 45);
 //! ```
 
