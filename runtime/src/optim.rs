@@ -24,7 +24,9 @@
 //! PyTorch's by that much, and the f64 parity test shows it (2.5% on a small
 //! weight by step 10). Ember's [`Adam`] (behind [`adam`] and [`adamw`])
 //! keeps every scalar in f64 and follows `torch.optim.Adam`/`AdamW`'s
-//! single-tensor code path step for step. It plugs into Burn's
+//! single-tensor code path step for step; the update itself is the ops
+//! layer's ([`crate::ops::adam`]: one rule, run in place over the CPU
+//! buffers and as tensor ops elsewhere). It plugs into Burn's
 //! `ModuleOptimizer` like any Burn optimizer, and its state is Burn's
 //! `AdamState`, so records are interchangeable.
 //!

@@ -9,15 +9,6 @@ use std::time::Instant;
 
 use crate::reference::{TorchSide, arg};
 
-/// The number after `prefix` in `text`.
-fn number_after(text: &str, prefix: &str) -> Option<f64> {
-    let rest = &text[text.find(prefix)? + prefix.len()..];
-    rest.split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .find(|s| !s.is_empty())?
-        .parse()
-        .ok()
-}
-
 /// `ember finetune` (defaults; the binary `ember`) against the same job in
 /// transformers + peft.
 pub fn finetune(
@@ -54,34 +45,39 @@ pub fn finetune(
         .output()
         .map_err(|e| format!("{}: {e}", ember.display()))?;
     let ember_wall = started.elapsed().as_secs_f64();
-    let _ = std::fs::remove_dir_all(&out);
-    let stdout = String::from_utf8_lossy(&run.stdout);
     if !run.status.success() {
+        let _ = std::fs::remove_dir_all(&out);
         return Err(format!(
             "ember finetune failed: {}",
             String::from_utf8_lossy(&run.stderr).trim()
         ));
     }
-    let parse = |prefix: &str| {
-        number_after(&stdout, prefix)
-            .ok_or_else(|| format!("no `{prefix}` in ember finetune's output:\n{stdout}"))
+    // The run's figures, from the summary it writes beside its metrics.
+    let summary_path = out.join("summary.json");
+    let summary = std::fs::read_to_string(&summary_path)
+        .map_err(|e| format!("{}: {e}", summary_path.display()))
+        .and_then(|text| {
+            serde_json::from_str::<serde_json::Value>(&text)
+                .map_err(|e| format!("{}: {e}", summary_path.display()))
+        });
+    let _ = std::fs::remove_dir_all(&out);
+    let summary = summary?;
+    let number = |key: &str| {
+        summary[key]
+            .as_f64()
+            .ok_or_else(|| format!("ember finetune's summary.json has no number `{key}`"))
     };
-    let steps = {
-        let range = &stdout[stdout.find("steps ").ok_or("no step range")? + 6..];
-        let (a, b) = range.split_once("..").ok_or("no step range")?;
-        let b: String = b.chars().take_while(char::is_ascii_digit).collect();
-        b.parse::<f64>().unwrap_or(0.0) - a.parse::<f64>().unwrap_or(0.0)
-    };
-    let train_seconds = parse(&format!("..{steps} in "))?;
+    let steps = number("last_step")? - number("first_step")?;
+    let train_seconds = number("train_seconds")?;
     let ember = serde_json::json!({
         "system": format!("ember {} (burn-flex)", env!("CARGO_PKG_VERSION")),
         "steps": steps,
         "wall_seconds": ember_wall,
         "train_seconds": train_seconds,
         "seconds_per_step": train_seconds / steps.max(1.0),
-        "peak_rss_mib": parse("peak RSS ")?,
-        "accuracy_before": parse("accuracy: ")? / 100.0,
-        "accuracy_after": parse("before, ")? / 100.0,
+        "peak_rss_mib": number("peak_rss_mib")?,
+        "accuracy_before": number("accuracy_before")?,
+        "accuracy_after": number("accuracy_after")?,
     });
 
     let started = Instant::now();

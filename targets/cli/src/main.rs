@@ -31,6 +31,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ember_models::sentence::SentenceEncoder;
+use ember_runtime::device::Backend;
 use ember_runtime::memory::Counting;
 
 /// Every allocation goes through a counter, so runs can report peak heap
@@ -88,7 +89,7 @@ enum Command {
         /// Compute device: cpu, or a GPU backend compiled in (wgpu, vulkan,
         /// metal, cuda) [default: $EMBER_DEVICE, else cpu].
         #[arg(long)]
-        device: Option<String>,
+        device: Option<Backend>,
         /// Texts to embed; `-` reads one per line from stdin.
         #[arg(required = true)]
         texts: Vec<String>,
@@ -176,7 +177,7 @@ fn embed(
     model: &PathBuf,
     format: Format,
     batch_size: usize,
-    device: Option<&str>,
+    device: Option<Backend>,
     texts: Vec<String>,
 ) -> Result<String, String> {
     let mut inputs = Vec::new();
@@ -192,7 +193,11 @@ fn embed(
     if batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }
-    let device = ember_runtime::device::select(device).map_err(|e| e.to_string())?;
+    let backend = match device {
+        Some(backend) => backend,
+        None => ember_runtime::device::selected(None).map_err(|e| e.to_string())?,
+    };
+    let device = ember_runtime::device::init(backend).map_err(|e| e.to_string())?;
     let encoder = SentenceEncoder::from_dir(model, &device).map_err(|e| e.to_string())?;
     let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
     let embeddings = encoder
@@ -213,7 +218,7 @@ fn embed(
 }
 
 fn devices(format: Format) -> Result<String, String> {
-    use ember_runtime::device::{self, Backend};
+    use ember_runtime::device;
     let rows: Vec<(Backend, Result<String, String>)> = Backend::ALL
         .into_iter()
         .map(|b| {
@@ -270,7 +275,7 @@ fn main() -> ExitCode {
             device,
             texts,
         } => finetune::default_model_dir(model)
-            .and_then(|model| embed(&model, format, batch_size, device.as_deref(), texts)),
+            .and_then(|model| embed(&model, format, batch_size, device, texts)),
         Command::Finetune {
             settings,
             config,

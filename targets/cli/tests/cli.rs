@@ -128,9 +128,24 @@ fn finetune_raises_held_out_accuracy_and_writes_its_outputs() {
         "head.safetensors",
         "labels.json",
         "metrics.jsonl",
+        "summary.json",
     ] {
         assert!(out.join(file).is_file(), "{file} missing");
     }
+    // summary.json holds the printed figures as numbers.
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    let percent = |key: &str| summary[key].as_f64().expect(key) * 100.0;
+    assert!(
+        (percent("accuracy_before") - before).abs() < 0.06
+            && (percent("accuracy_after") - after).abs() < 0.06,
+        "{summary} vs {line}"
+    );
+    assert_eq!(summary["task"], "intents");
+    assert!(
+        summary["train_seconds"].as_f64().unwrap() > 0.0,
+        "{summary}"
+    );
     assert_eq!(
         std::fs::read_dir(out.join("checkpoints")).unwrap().count(),
         2
@@ -328,7 +343,7 @@ fn finetune_reads_a_toml_config_and_flags_override_it() {
     std::fs::write(
         &config,
         format!(
-            "task = \"digits\"\nepochs = 3\nbatch_size = 64\nmode = \"head\"\ntrain = {:?}\ntest = {:?}\nout = {:?}\n",
+            "task = \"digits\"\nepochs = 3\nbatch_size = 64\nmode = \"head\"\nrecompute = \"every:1\"\ntrain = {:?}\ntest = {:?}\nout = {:?}\n",
             repo("data/digits/train.csv"),
             repo("data/digits/test.csv"),
             out.join("run").to_str().unwrap()
@@ -352,6 +367,36 @@ fn finetune_reads_a_toml_config_and_flags_override_it() {
         "{stdout}"
     );
     assert!(out.join("run/metrics.jsonl").is_file());
+    // A typed value from the file, spelled as on the command line.
+    assert!(stdout.contains("recompute every:1, batch 64×1"), "{stdout}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run/summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        (
+            &summary["recompute"],
+            &summary["batch_size"],
+            &summary["last_step"]
+        ),
+        (
+            &serde_json::json!("every:1"),
+            &serde_json::json!(64),
+            &serde_json::json!(22)
+        ),
+        "{summary}"
+    );
+    // A value its parser rejects names the file and the value, from the
+    // file and from a flag alike.
+    std::fs::write(&config, "task = \"digits\"\nprecision = \"fp64\"\n").unwrap();
+    let (ok, _, stderr) = ember(&["finetune", "--quiet", "--config", config.to_str().unwrap()]);
+    assert!(
+        !ok && stderr.contains("ember.toml") && stderr.contains("fp64"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = ember(&["finetune", "--quiet", "--precision", "fp64"]);
+    assert!(!ok && stderr.contains("fp64"), "{stderr}");
+    let (ok, _, stderr) = ember(&["finetune", "--quiet", "--memory-budget", "lots"]);
+    assert!(!ok && stderr.contains("`lots` is not a size"), "{stderr}");
 
     std::fs::write(&config, "task = \"digits\"\nepoch = 3\n").unwrap();
     let (ok, _, stderr) = ember(&["finetune", "--quiet", "--config", config.to_str().unwrap()]);
