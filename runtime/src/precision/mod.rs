@@ -65,10 +65,10 @@ use burn::tensor::{DType, FloatDType, Tensor};
 
 use crate::Error;
 
-mod ops;
+mod compute;
 mod scaler;
 
-pub use ops::{
+pub use compute::{
     add, attention, attention_softmax, cast_module, conv1d, conv2d, layer_norm, linear,
     log_softmax, matmul, matmul_reusing_lhs, softmax,
 };
