@@ -142,17 +142,10 @@ pub fn adam_step<const D: usize>(
     let fits = |t: &Tensor<D>| t.dtype() == dtype && t.shape() == param.shape();
     let same = fits(&grad) && moments.as_ref().is_none_or(|s| fits(&s.m) && fits(&s.v));
     if same && param.device() == Device::flex() {
-        let moments = moments.unwrap_or_else(|| {
-            let zeros = || Tensor::<D>::zeros(param.shape(), (&param.device(), dtype));
-            Moments {
-                m: zeros(),
-                v: zeros(),
-            }
-        });
         match dtype {
             DType::F32 => return in_place(step, param, grad, moments),
             DType::F64 => return on_copies::<D, f64>(step, param, grad, moments),
-            _ => return composed(step, param, grad, Some(moments)),
+            _ => {}
         }
     }
     composed(step, param, grad, moments)
@@ -166,8 +159,17 @@ fn in_place<const D: usize>(
     step: &AdamStep,
     param: Tensor<D>,
     grad: Tensor<D>,
-    moments: Moments<D>,
+    moments: Option<Moments<D>>,
 ) -> (Tensor<D>, Moments<D>) {
+    // A first step starts from zero moments, which become the moments'
+    // buffers.
+    let moments = moments.unwrap_or_else(|| {
+        let zeros = || Tensor::<D>::zeros(param.shape(), (&param.device(), DType::F32));
+        Moments {
+            m: zeros(),
+            v: zeros(),
+        }
+    });
     let buffer = |t: &Tensor<D>| -> Option<FlexTensor> {
         t.clone()
             .try_into_primitive::<Flex>()
@@ -180,7 +182,7 @@ fn in_place<const D: usize>(
         buffer(&moments.m),
         buffer(&moments.v),
     ) else {
-        return on_copies::<D, f32>(step, param, grad, moments);
+        return on_copies::<D, f32>(step, param, grad, Some(moments));
     };
     // Dropping the tensors leaves each primitive its buffer's only holder
     // when nothing else holds it.
@@ -256,7 +258,7 @@ fn on_copies<const D: usize, E: Real>(
     step: &AdamStep,
     param: Tensor<D>,
     grad: Tensor<D>,
-    moments: Moments<D>,
+    moments: Option<Moments<D>>,
 ) -> (Tensor<D>, Moments<D>) {
     let (device, dtype, shape) = (param.device(), param.dtype(), param.shape());
     let values = |t: Tensor<D>| -> Vec<E> {
@@ -267,12 +269,14 @@ fn on_copies<const D: usize, E: Real>(
             )
         })
     };
-    let (mut p, g, mut m, mut v) = (
-        values(param),
-        values(grad),
-        values(moments.m),
-        values(moments.v),
-    );
+    let (mut p, g) = (values(param), values(grad));
+    let (mut m, mut v) = match moments {
+        Some(s) => (values(s.m), values(s.v)),
+        None => (
+            alloc::vec![E::of(0.0); p.len()],
+            alloc::vec![E::of(0.0); p.len()],
+        ),
+    };
     step.rule::<E>().apply(&mut p, &g, &mut m, &mut v);
     let tensor = |data: Vec<E>| {
         Tensor::<D>::from_data(TensorData::new(data, shape.clone()), (&device, dtype))

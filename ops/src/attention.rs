@@ -18,6 +18,7 @@ use burn::tensor::{DType, Device, FloatDType, Tensor};
 use crate::cpu::Real;
 use crate::linear::matmul_keeping_lhs;
 use crate::softmax::attention_softmax;
+use crate::to_f32;
 
 /// Attention over `q [B, H, Lq, d]`, `k [B, H, Lk, d]`, `v [B, H, Lk, e]`
 /// with scale `1/√d` and an optional additive `key_bias [B, Lk]`, to
@@ -64,21 +65,13 @@ pub fn attention(
     };
     let scores = q.matmul(k.swap_dims(2, 3));
     let probs = attention_softmax(
-        widen(scores),
+        to_f32(scores),
         1.0 / Real::sqrt(d as f32),
-        key_bias.map(widen),
+        key_bias.map(to_f32),
     );
     match compute {
         Some(dtype) => matmul_keeping_lhs(probs, v, dtype),
-        None => probs.matmul(widen(v)),
-    }
-}
-
-/// `x` in fp32 when it is in a reduced type (f16, bf16).
-fn widen<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    match x.dtype() {
-        DType::F16 | DType::BF16 => x.cast(FloatDType::F32),
-        _ => x,
+        None => probs.matmul(to_f32(v)),
     }
 }
 

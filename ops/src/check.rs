@@ -39,7 +39,7 @@ pub(crate) fn cases(n: usize, seed: u64) -> impl Iterator<Item = Case> {
         let a = 1 + below(4);
         let b = 1 + below(if i % 5 == 4 { 400 } else { 24 });
         let layout = ["contiguous", "transposed", "offset"][i % 3];
-        let case_seed = rng_seed(seed, i);
+        let case_seed = crate::rng::stream_seed(seed, i as u64);
         let x = tensor([a, b, row], layout, case_seed, 8.0, -4.0);
         let other = tensor([a, b, row], layout, case_seed ^ 1, 2.0, -1.0);
         Case {
@@ -49,10 +49,6 @@ pub(crate) fn cases(n: usize, seed: u64) -> impl Iterator<Item = Case> {
             name: format!("[{a}, {b}, {row}] {layout}, seed {seed:#x} case {i}"),
         }
     })
-}
-
-fn rng_seed(seed: u64, i: usize) -> u64 {
-    crate::rng::stream_seed(seed, i as u64)
 }
 
 /// Uniform values `scale·u + shift` of `shape`, laid out as `layout` says.

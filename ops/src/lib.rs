@@ -54,6 +54,16 @@ pub mod threads;
 
 pub use adam::{AdamStep, Moments, adam_step};
 
+/// `x` in fp32 when it is in a reduced type (f16, bf16); f32 and f64 stay as
+/// they are. For norms, softmax, losses and reductions under autocast.
+pub fn to_f32<const D: usize>(x: burn::tensor::Tensor<D>) -> burn::tensor::Tensor<D> {
+    use burn::tensor::{DType, FloatDType};
+    match x.dtype() {
+        DType::F16 | DType::BF16 => x.cast(FloatDType::F32),
+        _ => x,
+    }
+}
+
 /// The CPU device: Burn's CPU backend (burn-flex), without autodiff.
 pub fn cpu_device() -> burn::tensor::Device {
     burn::tensor::Device::flex()

@@ -352,6 +352,32 @@ mod tests {
     use super::{SoftmaxOps, composed_attention, composed_backward};
     use crate::check::{Case, assert_close, cases, primitive, tensor};
 
+    /// One row of a softmax kernel's output `y` and input gradient `dx`
+    /// (from the output gradient `g`) against f64: `y = softmax(z)`, `dx =
+    /// scale·y·(g − Σ g·y)`, each within 1e-6. `first`: the row's first
+    /// element in the buffer, for the messages.
+    fn assert_row_matches(z: &[f64], g: &[f32], y: &[f32], dx: &[f32], scale: f64, first: usize) {
+        let max = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
+        let sum: f64 = z.iter().map(|&v| libm::exp(v - max)).sum();
+        let ys: Vec<f64> = z.iter().map(|&v| libm::exp(v - max) / sum).collect();
+        let dot: f64 = g.iter().zip(&ys).map(|(&g, &y)| f64::from(g) * y).sum();
+        for (j, &exact_y) in ys.iter().enumerate() {
+            assert!(
+                (f64::from(y[j]) - exact_y).abs() <= 1e-6,
+                "y[{}] = {}, exact {exact_y}",
+                first + j,
+                y[j]
+            );
+            let exact = scale * exact_y * (f64::from(g[j]) - dot);
+            assert!(
+                (f64::from(dx[j]) - exact).abs() <= 1e-6,
+                "dx[{}] = {}, exact {exact}",
+                first + j,
+                dx[j]
+            );
+        }
+    }
+
     /// The row kernels against direct f64 sums, on rows longer and shorter
     /// than the partial sums' lanes, through the pool-split path.
     #[test]
@@ -374,32 +400,10 @@ mod tests {
                 &y,
             );
             for r in 0..rows {
-                let xs = &x[r * row..(r + 1) * row];
-                let max = xs
-                    .iter()
-                    .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
-                let sum: f64 = xs.iter().map(|&v| libm::exp(f64::from(v) - max)).sum();
-                let ys: Vec<f64> = xs
-                    .iter()
-                    .map(|&v| libm::exp(f64::from(v) - max) / sum)
-                    .collect();
-                let gs = &g[r * row..(r + 1) * row];
-                let dot: f64 = gs.iter().zip(&ys).map(|(&g, &y)| f64::from(g) * y).sum();
-                for (j, &exact_y) in ys.iter().enumerate() {
-                    let i = r * row + j;
-                    assert!(
-                        (f64::from(y[i]) - exact_y).abs() <= 1e-6,
-                        "row {row}: y[{i}] = {}, exact {}",
-                        y[i],
-                        exact_y
-                    );
-                    let exact = exact_y * (f64::from(g[i]) - dot);
-                    assert!(
-                        (f64::from(dx[i]) - exact).abs() <= 1e-6,
-                        "row {row}: dx[{i}] = {}, exact {exact}",
-                        dx[i]
-                    );
-                }
+                let at = r * row..(r + 1) * row;
+                let z: Vec<f64> = x[at.clone()].iter().map(|&v| f64::from(v)).collect();
+                let (gs, ys, dxs) = (&g[at.clone()], &y[at.clone()], &dx[at.clone()]);
+                assert_row_matches(&z, gs, ys, dxs, 1.0, at.start);
             }
             assert_eq!(super::SoftmaxKernel(row).row(), row);
         }
@@ -447,26 +451,9 @@ mod tests {
             let z: Vec<f64> = (0..keys)
                 .map(|j| f64::from(x[r * keys + j] * scale) + f64::from(b[j]))
                 .collect();
-            let max = z.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(v));
-            let sum: f64 = z.iter().map(|&v| libm::exp(v - max)).sum();
-            let ys: Vec<f64> = z.iter().map(|&v| libm::exp(v - max) / sum).collect();
-            let gs = &g[r * keys..(r + 1) * keys];
-            let dot: f64 = gs.iter().zip(&ys).map(|(&g, &y)| f64::from(g) * y).sum();
-            for (j, &exact_y) in ys.iter().enumerate() {
-                let i = r * keys + j;
-                assert!(
-                    (f64::from(y[i]) - exact_y).abs() <= 1e-6,
-                    "y[{i}] = {}, exact {}",
-                    y[i],
-                    exact_y
-                );
-                let exact = f64::from(scale) * exact_y * (f64::from(g[i]) - dot);
-                assert!(
-                    (f64::from(dx[i]) - exact).abs() <= 1e-6,
-                    "dx[{i}] = {}, exact {exact}",
-                    dx[i]
-                );
-            }
+            let at = r * keys..(r + 1) * keys;
+            let (gs, ys, dxs) = (&g[at.clone()], &y[at.clone()], &dx[at.clone()]);
+            assert_row_matches(&z, gs, ys, dxs, f64::from(scale), at.start);
             if b.contains(&f32::MIN) {
                 assert!((0..keys).any(|j| b[j] == f32::MIN && y[r * keys + j] == 0.0));
             }

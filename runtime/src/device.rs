@@ -377,16 +377,26 @@ pub fn select(choice: Option<&str>) -> Result<Device, Error> {
 pub fn selected(choice: Option<&str>) -> Result<Backend, Error> {
     match choice {
         Some(name) => name.parse(),
-        None => match std::env::var("EMBER_DEVICE") {
-            Ok(name) if !name.trim().is_empty() => name.parse().map_err(|e| match e {
-                Error::Device { device, message } => Error::Device {
-                    device,
-                    message: format!("EMBER_DEVICE: {message}"),
-                },
-                other => other,
-            }),
-            _ => Ok(Backend::Cpu),
-        },
+        None => chosen(None),
+    }
+}
+
+/// `choice` (a backend already parsed, e.g. from a flag), else the one the
+/// `EMBER_DEVICE` environment variable names, else the CPU.
+#[cfg(feature = "std")]
+pub fn chosen(choice: Option<Backend>) -> Result<Backend, Error> {
+    if let Some(backend) = choice {
+        return Ok(backend);
+    }
+    match std::env::var("EMBER_DEVICE") {
+        Ok(name) if !name.trim().is_empty() => name.parse().map_err(|e| match e {
+            Error::Device { device, message } => Error::Device {
+                device,
+                message: format!("EMBER_DEVICE: {message}"),
+            },
+            other => other,
+        }),
+        _ => Ok(Backend::Cpu),
     }
 }
 

@@ -198,16 +198,7 @@ fn is(x: &DType, dtype: FloatDType) -> bool {
     *x == DType::from(dtype)
 }
 
-/// `x` in fp32 when it is in a reduced type (f16, bf16); f32 and f64 stay as
-/// they are. For norms, softmax, losses and reductions under autocast.
-pub fn to_f32<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let dtype = x.dtype();
-    if is(&dtype, FloatDType::F16) || is(&dtype, FloatDType::BF16) {
-        x.cast(FloatDType::F32)
-    } else {
-        x
-    }
-}
+pub use crate::ops::to_f32;
 
 /// `x` in the compute type in force (no-op outside autocast).
 pub fn to_compute<const D: usize>(x: Tensor<D>) -> Tensor<D> {

@@ -193,10 +193,7 @@ fn embed(
     if batch_size == 0 {
         return Err("--batch-size must be at least 1".into());
     }
-    let backend = match device {
-        Some(backend) => backend,
-        None => ember_runtime::device::selected(None).map_err(|e| e.to_string())?,
-    };
+    let backend = ember_runtime::device::chosen(device).map_err(|e| e.to_string())?;
     let device = ember_runtime::device::init(backend).map_err(|e| e.to_string())?;
     let encoder = SentenceEncoder::from_dir(model, &device).map_err(|e| e.to_string())?;
     let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();

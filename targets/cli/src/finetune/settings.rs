@@ -247,10 +247,7 @@ pub(super) fn resolve(o: &Options) -> Result<Resolved, String> {
         precision: s.precision.unwrap_or_default(),
         recompute: s.recompute.unwrap_or_default(),
         memory_budget: s.memory_budget.map(|b| b.0),
-        device: match s.device {
-            Some(backend) => backend,
-            None => ember_runtime::device::selected(None).map_err(|e| e.to_string())?,
-        },
+        device: ember_runtime::device::chosen(s.device).map_err(|e| e.to_string())?,
     };
     if r.task == Task::Digits
         && r.arch == Arch::Cnn
